@@ -307,6 +307,8 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"{key}: got {value!r}; allowed: an integer")
         return int(value)
     if tp is float:
+        if isinstance(value, str):
+            value = _yaml11_float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: got {value!r}; allowed: a number")
         return float(value)
@@ -315,6 +317,14 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"{key}: got {value!r}; allowed: a string")
         return value
     raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover - schema bug
+
+
+def _yaml11_float(text: str) -> Any:
+    """PyYAML reads `1e-4` (no dot) as a string; accept it as the number everyone means."""
+    try:
+        return float(text) if text.strip().lower() not in ("nan", "inf", "-inf", "+inf") else text
+    except ValueError:
+        return text
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:

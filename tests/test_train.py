@@ -1,0 +1,227 @@
+"""The stateful chunked training loop: faithful, resumable, and divergence-safe."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import tiny
+from tuner import train as train_mod
+from tuner.data import prepare
+from tuner.model import QNet
+from tuner.train import EPOCH_COLUMNS, chunk_bounds, fit, load_checkpoint, save_checkpoint
+
+
+@pytest.mark.parametrize("steps,n", [(100, 1), (100, 3), (101, 7), (5, 5), (10, 100)])
+def test_chunk_bounds_cover_every_step_once(steps, n):
+    # Rule: chunks are consecutive, non-empty, and lose no step when N does not divide the length.
+    bounds = chunk_bounds(steps, n)
+    assert bounds[0][0] == 0 and bounds[-1][1] == steps
+    assert all(a < b for a, b in bounds)
+    assert all(b1 == a2 for (_, b1), (a2, _) in zip(bounds, bounds[1:]))
+    sizes = [b - a for a, b in bounds]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_train_same_seed_same_losses():
+    # Rule: on CPU the same seed and config give the same losses, run after run.
+    cfg = tiny(**{"train.optimizer": "adam", "model.noise_std": 0.1})
+    a = [r["loss"] for r in fit(cfg).records]
+    b = [r["loss"] for r in fit(cfg).records]
+    assert a == b
+    c = [r["loss"] for r in fit(tiny(**{"train.optimizer": "adam", "train.seed": 1})).records]
+    assert a != c
+
+
+def test_train_loss_falls_with_adam():
+    # Rule: on a small problem Adam lowers the epoch loss.
+    cfg = tiny(**{"train.optimizer": "adam", "train.lr": 0.01, "train.max_epochs": 15,
+                  "train.schedule.chunks": "[4]"})
+    losses = [r["loss"] for r in fit(cfg).records]
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_train_huge_lr_sgd_diverges_without_exception():
+    # Rule: a non-finite loss ends the run with status diverged and its epoch, never an exception.
+    cfg = tiny(**{"train.optimizer": "sgd", "train.lr": 1e12, "train.max_epochs": 20,
+                  "train.schedule.chunks": "[10]"})
+    result = fit(cfg)
+    assert result.status == "diverged"
+    assert result.diverged_epoch == len(result.records)
+    assert result.records[-1]["loss"] == math.inf
+    assert result.diverged_epoch < 20
+
+
+def test_train_epoch_loss_comparable_across_chunk_counts():
+    # Rule: the epoch loss is the MSE over every real step, so with (almost) frozen weights it is
+    # the same whatever N is.
+    losses = {}
+    for n in (1, 3, 7):
+        cfg = tiny(**{"train.lr": 1e-12, "train.max_epochs": 1, "train.schedule.chunks": f"[{n}]"})
+        losses[n] = fit(cfg).records[0]["loss"]
+    assert losses[3] == pytest.approx(losses[1], rel=1e-5)
+    assert losses[7] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_train_records_have_documented_columns_and_counters():
+    # Rule: one record per epoch with the documented columns; timesteps and updates accumulate
+    # (N updates per epoch at N chunks, every real step counted once).
+    cfg = tiny(**{"train.schedule.chunks": "[5]"})
+    records = fit(cfg).records
+    assert [list(r) for r in records] == [list(EPOCH_COLUMNS)] * 3
+    steps = 3 * (120 - 1)
+    assert [r["timesteps"] for r in records] == [steps, 2 * steps, 3 * steps]
+    assert [r["updates"] for r in records] == [5, 10, 15]
+    assert all(r["chunks"] == 5 and r["stage"] == 0 for r in records)
+
+
+def test_train_state_reset_each_epoch_and_detached_between_chunks(monkeypatch):
+    # Rule: the first chunk of every epoch starts from a reset (None) state; every later chunk
+    # gets a state carried from the previous chunk but cut from its graph (truncated BPTT).
+    seen = []
+    original = QNet.forward
+
+    def spy(self, x, state=None):
+        if torch.is_grad_enabled():
+            seen.append(None if state is None else (state[0].requires_grad, state[0].grad_fn))
+        return original(self, x, state)
+
+    monkeypatch.setattr(QNet, "forward", spy)
+    fit(tiny(**{"train.schedule.chunks": "[4]", "train.max_epochs": 2}))
+    assert len(seen) == 8
+    for epoch in range(2):
+        chunks = seen[epoch * 4:(epoch + 1) * 4]
+        assert chunks[0] is None
+        assert all(s == (False, None) for s in chunks[1:])
+
+
+def test_train_schedule_moves_to_next_chunk_count():
+    # Rule: the schedule's stage and N appear in the records and N changes after a plateau.
+    cfg = tiny(**{"train.lr": 1e-12, "train.schedule.chunks": "[6, 2, 1]",
+                  "train.schedule.patience": 1, "train.schedule.min_delta": 1.0,
+                  "train.max_epochs": 5})
+    records = fit(cfg).records
+    assert [r["chunks"] for r in records] == [6, 2, 1, 1, 1]
+    assert [r["stage"] for r in records] == [0, 1, 2, 2, 2]
+
+
+def test_train_masked_loss_ignores_padding():
+    # Rule: padding a short series to the batch length changes nothing: its padded steps are
+    # masked out, so the loss equals that of the same data without the extra long series' tail.
+    cfg = tiny(**{"train.max_epochs": 2, "train.schedule.chunks": "[3]"})
+    data = prepare(cfg.data)
+    short = data.train.select(torch.tensor([0, 1, 2]))
+    # Zero out everything the mask hides and compare with garbage in the same places.
+    t = short.targets.clone()
+    garbage = short.targets.clone()
+    m = short.mask.clone()
+    m[0, 80:] = False
+    garbage[0, 80:] = 1e6
+    short_a = type(short)(short.diffs, t, m, short.lengths, short.window)
+    short_b = type(short)(short.diffs, garbage, m, short.lengths, short.window)
+    data_a = type(data)(**{**data.__dict__, "train": short_a})
+    data_b = type(data)(**{**data.__dict__, "train": short_b})
+    la = [r["loss"] for r in fit(cfg, data=data_a).records]
+    lb = [r["loss"] for r in fit(cfg, data=data_b).records]
+    assert la == lb
+
+
+def test_train_validation_loss_reported_when_held_out():
+    # Rule: with a hold-out each record has a finite val_loss; without one it is NaN.
+    with_val = fit(tiny(**{"data.val_fraction": 0.25})).records
+    without = fit(tiny()).records
+    assert all(math.isfinite(r["val_loss"]) for r in with_val)
+    assert all(math.isnan(r["val_loss"]) for r in without)
+
+
+def test_train_callback_sees_records_and_can_stop():
+    # Rule: the callback receives each record and the live state; a truthy return stops the run.
+    seen = []
+
+    def on_epoch(record, state):
+        seen.append((record["epoch"], state.epoch))
+        return record["epoch"] == 2
+
+    result = fit(tiny(**{"train.max_epochs": 5}), on_epoch)
+    assert seen == [(1, 1), (2, 2)] and result.status == "stopped"
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from tests.conftest import tiny
+    from tuner.train import fit, load_checkpoint
+    cfg = tiny(**{"train.optimizer": "adam", "model.noise_std": 0.1, "train.max_epochs": 5,
+                  "train.clip.mode": "adaptive", "train.clip.warmup": 2,
+                  "train.schedule.chunks": "[6, 3, 1]", "train.schedule.patience": 1})
+    result = fit(cfg, checkpoint=load_checkpoint(sys.argv[1]))
+    print(json.dumps([r["loss"] for r in result.records]))
+""")
+
+
+def test_train_checkpoint_round_trip_in_fresh_process(tmp_path):
+    # Rule: 3 epochs, save, restore in a fresh process, 2 more == 5 uninterrupted epochs (CPU).
+    cfg = tiny(**{"train.optimizer": "adam", "model.noise_std": 0.1, "train.max_epochs": 5,
+                  "train.clip.mode": "adaptive", "train.clip.warmup": 2,
+                  "train.schedule.chunks": "[6, 3, 1]", "train.schedule.patience": 1})
+    full = [r["loss"] for r in fit(cfg).records]
+    path = tmp_path / "state.pt"
+    fit(cfg, lambda r, s: save_checkpoint(s, path) if s.epoch == 3 else None)
+    assert load_checkpoint(path)["epoch"] == 3
+    path3 = tmp_path / "at3.pt"
+    path.rename(path3)
+    out = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(path3)], capture_output=True,
+                         text=True, check=True, cwd=str(_root()))
+    resumed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert resumed == full
+
+
+def _root():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1]
+
+
+def test_train_cli_writes_outputs_and_rejects_bad_keys(tmp_path):
+    # Rule: the single-run CLI writes epochs.csv with the documented columns and model.pt, and a
+    # config error is one line with exit code 2.
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "tuner.train", "--epochs", "2", "--out", str(out),
+            "data.n_series=2", "data.length=60", "data.window=4", "model.dense_units=4",
+            "model.lstm_units=4"]
+    done = subprocess.run(args, capture_output=True, text=True, cwd=str(_root()))
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_csv(out / "epochs.csv")
+    assert list(frame.columns) == list(EPOCH_COLUMNS) and len(frame) == 2
+    assert load_checkpoint(out / "model.pt")["epoch"] == 2
+    bad = subprocess.run(args[:-1] + ["train.optimzer=adam"], capture_output=True, text=True,
+                         cwd=str(_root()))
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "did you mean 'train.optimizer'" in bad.stderr
+
+
+BLOCK_RAY = textwrap.dedent("""
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("ray", "optuna"):
+                raise ImportError("blocked: " + name)
+    sys.meta_path.insert(0, Block())
+    import tuner.train, tuner.data, tuner.model, tuner.clipping, tuner.schedule, tuner.config
+    from tests.conftest import tiny
+    print(tuner.train.fit(tiny(**{"train.max_epochs": 1})).status)
+""")
+
+
+def test_train_core_imports_without_ray():
+    # Rule: the training core runs with Ray and Optuna unavailable.
+    out = subprocess.run([sys.executable, "-c", BLOCK_RAY], capture_output=True, text=True,
+                         cwd=str(_root()))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "completed"

@@ -1,0 +1,443 @@
+"""Price series, Bellman Q targets and lagged-difference inputs, ready for stateful TBPTT.
+
+The pipeline is ``prices`` (synthetic or from a file) -> ``prepare`` -> ``Prepared`` holding a
+training and an optional validation ``SeriesSet``. A ``SeriesSet`` keeps only the padded,
+standardised one-step differences of each series and builds a chunk's ``window``-wide inputs on
+demand, because the full input tensor (15 x 20,000 x 128 floats) would be ~150 MB for data that
+is only ~1 MB of differences.
+
+Conventions (see STUDY.md, "Inputs and targets"):
+
+- A series of ``L`` prices has ``L - 1`` steps ``t = 0 .. L-2``; step ``t`` predicts the Q values
+  of acting at ``t``, whose rewards use ``p[t+1] - p[t]``.
+- Differences ``d[t] = p[t] - p[t-1]`` with ``d[0] = 0``; the input at step ``t`` is
+  ``d[t], d[t-1], ..., d[t-window+1]`` (newest first), zero before the series starts.
+- Actions: 0 = buy (position +1), 1 = sell (-1), 2 = flat (0) when ``flat_action``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tuner.config import ConfigError, DataConfig
+
+# ---------------------------------------------------------------- synthetic generator
+
+SOURCE_CODE_FREQ = 0.0002
+"""The article's code: one angular frequency (rad/step) for both waves."""
+SOURCE_CODE_NOISE_STD = 0.01
+"""The article's code: noise standard deviation 0.01."""
+TWO_MODES_FREQ_A = 2 * math.pi / 50
+"""`two-modes`: the first wave has a period of 50 steps. Its one-step change (up to 0.13) is of
+the order of the noise's, so the inputs carry a signal a model can learn; with periods of
+thousands of steps the change per step (< 0.01) drowns in noise of std 0.1 and every setting
+would plateau at the same loss."""
+TWO_MODES_FREQ_B = 2 * math.pi / 230
+"""`two-modes`: the second wave has a period of 230 steps; the slow walk of the angle moves the
+weight between the two modes over thousands of steps, which is what a long memory must track."""
+TWO_MODES_NOISE_STD = 0.1
+"""`two-modes`: noise standard deviation 0.1, the article's text ("variance 0.01")."""
+
+
+class Waves(NamedTuple):
+    """The constants of the price formula ``sign_a*A*sin(freq_a t) + B*sin(freq_b t) + noise``."""
+
+    freq_a: float
+    freq_b: float
+    noise_std: float
+    sign_a: float
+
+
+def preset_constants(cfg: DataConfig) -> Waves:
+    """The preset's frequencies, noise std and sign of the first wave, with `cfg` overrides.
+
+    `source-code` keeps the article's minus sign on the first wave; `two-modes` adds both."""
+    if cfg.preset == "source-code":
+        base = Waves(SOURCE_CODE_FREQ, SOURCE_CODE_FREQ, SOURCE_CODE_NOISE_STD, -1.0)
+    else:
+        base = Waves(TWO_MODES_FREQ_A, TWO_MODES_FREQ_B, TWO_MODES_NOISE_STD, 1.0)
+    return Waves(
+        freq_a=base.freq_a if cfg.freq_a is None else float(cfg.freq_a),
+        freq_b=base.freq_b if cfg.freq_b is None else float(cfg.freq_b),
+        noise_std=base.noise_std if cfg.noise_std is None else float(cfg.noise_std),
+        sign_a=base.sign_a,
+    )
+
+
+def latent(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The hidden angle ``theta`` and the unit-normal noise draws, both (n_series, length).
+
+    Draw order from ``np.random.default_rng(cfg.seed)``, fixed so results are reproducible:
+    ``theta0 = uniform(-pi, pi, (S, 1))``, then ``uniform(-1, 1, (S, length-1))`` walk steps,
+    then ``standard_normal((S, length))`` noise."""
+    rng = np.random.default_rng(cfg.seed)
+    s, n = cfg.n_series, cfg.length
+    theta0 = rng.uniform(-math.pi, math.pi, size=(s, 1))
+    steps = cfg.walk_step * rng.uniform(-1.0, 1.0, size=(s, n - 1))
+    theta = theta0 + np.concatenate([np.zeros((s, 1)), np.cumsum(steps, axis=1)], axis=1)
+    noise = rng.standard_normal(size=(s, n))
+    return theta, noise
+
+
+def generate(cfg: DataConfig) -> np.ndarray:
+    """Synthetic prices (n_series, length), float64, seeded by ``cfg.seed``.
+
+    ``price[t] = sign_a*|cos theta[t]|*sin(freq_a t) + |sin theta[t]|*sin(freq_b t) + bias
+    + noise_std*z[t]``, rounded to ``cfg.decimals`` when set (see `latent` and
+    `preset_constants`)."""
+    waves = preset_constants(cfg)
+    theta, z = latent(cfg)
+    t = np.arange(cfg.length, dtype=np.float64)
+    price = (waves.sign_a * np.abs(np.cos(theta)) * np.sin(waves.freq_a * t)
+             + np.abs(np.sin(theta)) * np.sin(waves.freq_b * t)
+             + cfg.bias + waves.noise_std * z)
+    if cfg.decimals is not None:
+        price = np.round(price, cfg.decimals)
+    return price
+
+
+# ---------------------------------------------------------------- loading real prices
+
+_EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    kind = _EXTENSIONS.get(path.suffix.lower())
+    if kind is None:
+        raise ConfigError(f"{path}: unknown file extension {path.suffix!r}; "
+                          f"allowed: {', '.join(_EXTENSIONS)}")
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        # A blank line is a missing price, not nothing: keep it so a gap is reported.
+        if kind == "csv":
+            return pd.read_csv(path, skip_blank_lines=False)
+        return pd.read_parquet(path)
+    except Exception as exc:  # pandas/pyarrow raise many unrelated types for a bad file
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(f"{path}: cannot read as {kind} ({exc.__class__.__name__}"
+                          f"{': ' + detail if detail else ''})") from None
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+def _wide(frame: pd.DataFrame, path: Path) -> dict[str, np.ndarray]:
+    numeric = [c for c in frame.columns if _is_numeric(frame[c])]
+    for c in frame.columns:
+        text = pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])
+        if c in numeric or not text:
+            continue
+        # A price column with one typo would otherwise be skipped silently as a text column.
+        parsed = pd.to_numeric(frame[c], errors="coerce")
+        bad = parsed.isna() & frame[c].notna()
+        if parsed.notna().sum() > bad.sum():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ConfigError(f"{path}: column {c!r} has a non-numeric value "
+                              f"{frame[c].iloc[row]!r} at row {row}")
+    if not numeric:
+        raise ConfigError(f"{path}: no numeric column; expected one column of prices per series "
+                          "(or set data.series_column and data.value_column for long format)")
+    out: dict[str, np.ndarray] = {}
+    for c in numeric:
+        values = frame[c].to_numpy(dtype=np.float64)
+        present = np.flatnonzero(~np.isnan(values))
+        # Trailing NaN pads a shorter series; anything else is a gap (checked later).
+        out[str(c)] = values[: present[-1] + 1] if present.size else values[:0]
+    return out
+
+
+def _long(frame: pd.DataFrame, path: Path, series_column: str,
+          value_column: str) -> dict[str, np.ndarray]:
+    missing = [c for c in (series_column, value_column) if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"{path}: missing column(s) {', '.join(map(repr, missing))}; "
+                          f"columns: {', '.join(map(str, frame.columns))}")
+    values = frame[value_column]
+    if not _is_numeric(values):
+        raise ConfigError(f"{path}: column {value_column!r} is not numeric")
+    if frame[series_column].isna().any():
+        raise ConfigError(f"{path}: column {series_column!r} has missing series names")
+    groups = frame.groupby(series_column, sort=False)[value_column]
+    return {str(name): group.to_numpy(dtype=np.float64) for name, group in groups}
+
+
+def check_series(series: dict[str, np.ndarray], min_length: int, source: str) -> None:
+    """Raise ConfigError (one line naming `source` and the series) unless every series is finite,
+    strictly positive and at least `min_length` prices long."""
+    for name, p in series.items():
+        where = f"{source}: series {name!r}"
+        if np.isnan(p).any():
+            row = int(np.argmax(np.isnan(p)))
+            raise ConfigError(f"{where} has a missing value (NaN) at row {row}")
+        if np.isinf(p).any():
+            raise ConfigError(f"{where} has an infinite value at row {int(np.argmax(np.isinf(p)))}")
+        if (p <= 0).any():
+            raise ConfigError(f"{where} has a non-positive price {p[p <= 0][0]!r} "
+                              f"at row {int(np.argmax(p <= 0))}; prices must be > 0")
+        if p.size < min_length:
+            raise ConfigError(f"{where} has {p.size} prices; at least {min_length} are needed "
+                              "(data.window + 2)")
+
+
+def load_prices(path: str | Path, series_column: str | None = None,
+                value_column: str | None = None, min_length: int = 2) -> list[np.ndarray]:
+    """Price series from a CSV or Parquet file (chosen by extension: .csv, .parquet, .pq).
+
+    Wide format (no column names given): every numeric column is one series; trailing empty
+    cells end a shorter series. Long format (both names given): rows are grouped by
+    `series_column` in order of first appearance, prices taken from `value_column` in file order.
+    Every problem raises ConfigError with one line naming the file."""
+    p = Path(path)
+    if (series_column is None) != (value_column is None):
+        raise ConfigError(f"{p}: set both series_column and value_column (long format) or neither")
+    frame = _read_table(p)
+    if series_column is not None and value_column is not None:
+        series = _long(frame, p, series_column, value_column)
+    else:
+        series = _wide(frame, p)
+    if not series:
+        raise ConfigError(f"{p}: no rows")
+    check_series(series, min_length, str(p))
+    return list(series.values())
+
+
+def prices(cfg: DataConfig) -> list[np.ndarray]:
+    """The configured price series: loaded from ``cfg.path`` or generated, at least
+    ``cfg.window + 2`` prices each."""
+    if cfg.path is not None:
+        return load_prices(cfg.path, cfg.series_column, cfg.value_column,
+                           min_length=cfg.window + 2)
+    return list(generate(cfg))
+
+
+# ---------------------------------------------------------------- Q targets
+
+
+def positions(flat_action: bool) -> np.ndarray:
+    """Position held by each action: buy +1, sell -1, and flat 0 when `flat_action`."""
+    return np.array([1.0, -1.0, 0.0] if flat_action else [1.0, -1.0])
+
+
+def pad_series(series: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Series of different lengths -> (S, max length) float64 padded by repeating each series'
+    last price (so padded one-step changes are zero), and the lengths (S,) int64."""
+    lengths = np.array([len(p) for p in series], dtype=np.int64)
+    out = np.empty((len(series), int(lengths.max())), dtype=np.float64)
+    for i, p in enumerate(series):
+        out[i, : len(p)] = p
+        out[i, len(p):] = p[-1]
+    return out, lengths
+
+
+def q_targets(prices: Sequence[np.ndarray] | np.ndarray, gamma: float, cost: float = 0.0,
+              flat_action: bool = False, lengths: np.ndarray | None = None) -> np.ndarray:
+    """Bellman Q values (S, Tmax-1, A) float64 of every step and action, computed backwards.
+
+    ``Q[t,a] = r[t,a] + gamma * max_a' (Q[t+1,a'] - cost*|pos(a') - pos(a)|)`` with
+    ``r[t,a] = pos(a)*(p[t+1]-p[t])`` and Q = 0 beyond a series' last step, so
+    ``Q[L-2] = r[L-2]``: the cost is that of switching from `a` to the next action.
+    `prices` is a list of 1-D series or a padded (S, Tmax) array with `lengths` (None: all
+    full). Steps ``t >= L-1`` of a shorter series are 0."""
+    if isinstance(prices, np.ndarray) and prices.ndim == 2:
+        padded = np.asarray(prices, dtype=np.float64)
+        lens = np.full(len(padded), padded.shape[1]) if lengths is None else np.asarray(lengths)
+    else:
+        padded, lens = pad_series([np.asarray(p, dtype=np.float64) for p in prices])
+    s, n = padded.shape
+    steps = n - 1
+    pos = positions(flat_action)
+    change = np.diff(padded, axis=1)
+    change[np.arange(steps)[None, :] >= (lens[:, None] - 1)] = 0.0
+    # Time-major so each backward step touches one contiguous (S, A) block.
+    reward = np.ascontiguousarray((change.T[:, :, None] * pos[None, None, :]))
+    q = np.empty_like(reward)
+    switch = cost * np.abs(pos[None, :] - pos[:, None])  # switch[a, a'] charged after action a
+    nxt = np.zeros((s, len(pos)))
+    # Padded steps have zero reward and zero Q after them, so they come out 0 without masking;
+    # a series' last real step then sees Q[t+1] = 0 and max_a'(0 - switch) = 0 (stay put).
+    for t in range(steps - 1, -1, -1):
+        if cost == 0.0:
+            cont = nxt.max(axis=1, keepdims=True)
+        else:
+            cont = (nxt[:, None, :] - switch[None, :, :]).max(axis=2)
+        nxt = reward[t] + gamma * cont
+        q[t] = nxt
+    return np.ascontiguousarray(q.transpose(1, 0, 2))
+
+
+# ---------------------------------------------------------------- tensors for training
+
+
+def differences(series: Sequence[np.ndarray], steps: int) -> np.ndarray:
+    """One-step differences (S, steps): ``d[t] = p[t] - p[t-1]``, ``d[0] = 0``, and 0 on a
+    series' padded steps ``t >= L-1``."""
+    out = np.zeros((len(series), steps), dtype=np.float64)
+    for i, p in enumerate(series):
+        n = len(p) - 1  # real steps of this series
+        out[i, 1:n] = np.diff(p[:n])
+    return out
+
+
+@dataclass
+class SeriesSet:
+    """Series ready for stateful TBPTT, as float32/bool/int64 tensors on one device.
+
+    ``diffs`` (S, window-1+T): standardised differences with ``window - 1`` leading pad values
+    (a raw difference of 0, standardised) so any step's window is a plain slice;
+    ``targets`` (S, T, A): standardised Q values, 0 where ``mask`` is False;
+    ``mask`` (S, T): True on the steps that count in the loss (real steps; for a tail hold-out
+    only the held-out steps); ``lengths`` (S,): steps that hold data (the LSTM must run through
+    them, loss or not). Shorter series are padded at the end."""
+
+    diffs: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+    lengths: torch.Tensor
+    window: int
+
+    @property
+    def steps(self) -> int:
+        """T, the number of steps of the longest series."""
+        return int(self.targets.shape[1])
+
+    @property
+    def n_series(self) -> int:
+        return int(self.targets.shape[0])
+
+    @property
+    def n_real(self) -> int:
+        """Number of steps that count in the loss (``mask.sum()``)."""
+        return int(self.mask.sum())
+
+    def inputs(self, start: int, stop: int,
+               rows: slice | torch.Tensor | None = None) -> torch.Tensor:
+        """Inputs (B, stop-start, window) of steps ``start .. stop-1``: element ``[b, i, k]`` is
+        the standardised ``d[start+i-k]``, newest first, built from a view by `unfold`."""
+        if not 0 <= start < stop <= self.steps:
+            raise ValueError(f"inputs: need 0 <= start < stop <= {self.steps}; "
+                             f"got start={start}, stop={stop}")
+        d = self.diffs if rows is None else self.diffs[rows]
+        seg = d[:, start: stop + self.window - 1]
+        # unfold gives oldest-first windows: [..., j] = d[t - (window-1) + j].
+        return seg.unfold(1, self.window, 1).flip(-1)
+
+    def select(self, rows: slice | torch.Tensor) -> SeriesSet:
+        """The rows `rows` (e.g. a mini-batch of series), keeping T so chunks stay aligned."""
+        return SeriesSet(self.diffs[rows], self.targets[rows], self.mask[rows],
+                         self.lengths[rows], self.window)
+
+    def to(self, device: str | torch.device) -> SeriesSet:
+        """The same set on `device`."""
+        return SeriesSet(self.diffs.to(device), self.targets.to(device), self.mask.to(device),
+                         self.lengths.to(device), self.window)
+
+
+@dataclass
+class Prepared:
+    """Training and validation sets plus the statistics that standardised them.
+
+    Validation keeps whole rows: a whole held-out series (``data.val_series``) counts from step
+    0; for a tail hold-out (``data.val_fraction``) the row is the full series and its ``mask`` is
+    False on the leading training part, which only warms the LSTM state. ``val_warmup`` is the
+    number of leading steps masked in every validation row (the training part when all series
+    have the same length, 0 when a whole series is held out), so a caller may run those steps
+    without computing the loss. Raw Q = ``targets * target_std + target_mean``; raw difference =
+    ``diffs * diff_std + diff_mean``."""
+
+    train: SeriesSet
+    val: SeriesSet | None
+    val_warmup: int
+    target_mean: float
+    target_std: float
+    diff_mean: float
+    diff_std: float
+    n_actions: int
+
+
+def _std_or_one(x: np.ndarray) -> float:
+    std = float(x.std()) if x.size else 0.0
+    return std if std > 0 else 1.0
+
+
+def _series_set(series: Sequence[np.ndarray], cfg: DataConfig, loss_from: Sequence[int],
+                diff_mean: float, diff_std: float, target_mean: float, target_std: float,
+                device: str | torch.device) -> SeriesSet:
+    padded, lens = pad_series(series)
+    steps_per = lens - 1
+    steps = int(steps_per.max())
+    q = q_targets(padded, cfg.gamma, cfg.cost, cfg.flat_action, lens)
+    t = np.arange(steps)[None, :]
+    mask = (t < steps_per[:, None]) & (t >= np.asarray(loss_from)[:, None])
+    targets = np.where(mask[:, :, None], (q - target_mean) / target_std, 0.0)
+    d = (differences(series, steps) - diff_mean) / diff_std
+    pad = np.full((len(series), cfg.window - 1), (0.0 - diff_mean) / diff_std)
+    diffs = np.concatenate([pad, d], axis=1)
+    return SeriesSet(
+        diffs=torch.as_tensor(diffs, dtype=torch.float32, device=device),
+        targets=torch.as_tensor(targets, dtype=torch.float32, device=device),
+        mask=torch.as_tensor(mask, dtype=torch.bool, device=device),
+        lengths=torch.as_tensor(steps_per, dtype=torch.int64, device=device),
+        window=cfg.window,
+    )
+
+
+def prepare_from(series: Sequence[np.ndarray], cfg: DataConfig,
+                 device: str | torch.device = "cpu") -> Prepared:
+    """`prepare` on given price series (used by `prepare`; handy for tests and real data).
+
+    Split: the last ``cfg.val_series`` series are held out whole; of every other series the last
+    ``round(val_fraction * steps)`` steps (at least 1) are held out. Training rows are cut to
+    their training prices, so their Q targets and every statistic ignore validation prices.
+    Statistics: ``diff_mean/std`` over the one-step differences of the training prices;
+    ``target_mean/std`` one scalar each over all training Q values (a zero std becomes 1)."""
+    series = [np.asarray(p, dtype=np.float64) for p in series]
+    check_series({str(i): p for i, p in enumerate(series)}, cfg.window + 2, "data")
+    n_train_series = len(series) - cfg.val_series
+    if n_train_series < 1:
+        raise ConfigError(f"data.val_series: got {cfg.val_series}; allowed: fewer than the "
+                          f"{len(series)} series in the data")
+    kept = series[:n_train_series]
+    train_steps: list[int] = []
+    for i, p in enumerate(kept):
+        steps = len(p) - 1
+        n_val = max(1, round(cfg.val_fraction * steps)) if cfg.val_fraction > 0 else 0
+        if steps - n_val < 1:
+            raise ConfigError(f"data.val_fraction: got {cfg.val_fraction}; series {i} has "
+                              f"{steps} steps and would keep no training step")
+        train_steps.append(steps - n_val)
+    train_prices = [p[: n + 1] for p, n in zip(kept, train_steps)]
+
+    diffs = np.concatenate([np.diff(p) for p in train_prices])
+    diff_mean, diff_std = float(diffs.mean()), _std_or_one(diffs)
+    q_train = q_targets(train_prices, cfg.gamma, cfg.cost, cfg.flat_action)
+    real = np.arange(q_train.shape[1])[None, :] < np.asarray(train_steps)[:, None]
+    q_real = q_train[real]
+    target_mean, target_std = float(q_real.mean()), _std_or_one(q_real)
+    stats = (diff_mean, diff_std, target_mean, target_std)
+
+    train = _series_set(train_prices, cfg, [0] * len(train_prices), *stats, device)
+    val_rows: list[np.ndarray] = []
+    loss_from: list[int] = []
+    if cfg.val_fraction > 0:
+        val_rows += kept
+        loss_from += train_steps
+    val_rows += series[n_train_series:]
+    loss_from += [0] * cfg.val_series
+    val = _series_set(val_rows, cfg, loss_from, *stats, device) if val_rows else None
+    return Prepared(train=train, val=val, val_warmup=min(loss_from) if loss_from else 0,
+                    target_mean=target_mean, target_std=target_std, diff_mean=diff_mean,
+                    diff_std=diff_std, n_actions=cfg.n_actions)
+
+
+def prepare(cfg: DataConfig, device: str | torch.device = "cpu") -> Prepared:
+    """Prices from `cfg` (generated or loaded), split, standardised and moved to `device`."""
+    return prepare_from(prices(cfg), cfg, device)

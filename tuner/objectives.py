@@ -1,0 +1,41 @@
+"""The values a search can minimise, computed from the per-epoch records of one run.
+
+They are "running" values: after every epoch the value so far is reported, so schedulers such as
+ASHA compare trials mid-run by the same measure the searcher optimises at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from tuner.analysis import auc, time_to_target
+
+OBJECTIVES = ("loss", "best_loss", "val_loss", "auc", "time_to_target")
+
+
+def running_objective(metric: str, records: Sequence[dict[str, Any]], target_loss: float | None,
+                      target_unit: str = "seconds") -> float:
+    """The objective after the last of `records` (+inf when the run diverged or never got there).
+
+    loss: last epoch's loss; best_loss: lowest so far; val_loss: last validation loss;
+    auc: mean loss over the epochs so far (area under the curve, the article's "how fast");
+    time_to_target: seconds (or time steps) until the loss first reached `target_loss`."""
+    if not records:
+        return math.inf
+    losses = [float(r["loss"]) for r in records]
+    if not math.isfinite(losses[-1]):
+        return math.inf
+    if metric == "loss":
+        return losses[-1]
+    if metric == "best_loss":
+        return min(losses)
+    if metric == "val_loss":
+        value = float(records[-1].get("val_loss", math.nan))
+        return value if math.isfinite(value) else math.inf
+    if metric == "auc":
+        return float(auc(losses))
+    if metric == "time_to_target":
+        axis = "train_time_s" if target_unit == "seconds" else "timesteps"
+        return float(time_to_target([float(r[axis]) for r in records], losses, float(target_loss)))
+    raise ValueError(f"unknown objective {metric!r}; allowed: {', '.join(OBJECTIVES)}")

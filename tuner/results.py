@@ -1,0 +1,186 @@
+"""A study's Ray experiment folders -> pandas tables -> `trials.csv` and `epochs.csv`.
+
+Tables are rebuilt from what Tune wrote to disk (each trial's `result.json`, `error.txt`), never
+from live Ray objects, so they can be made again after a crash, and they are de-duplicated on
+(trial, epoch): after a hard kill and a restore, Tune re-runs the epochs since its last snapshot.
+Every file is written atomically (temporary file, then rename), so a reader never sees half a CSV.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import yaml
+
+from tuner.train import EPOCH_COLUMNS
+
+RAY_DIR = "ray"
+"""Tune's storage folder inside a study folder; one experiment per run of the search."""
+TRIAL_COLUMNS = ("trial_id", "experiment", "status", "seed", "objective", "best_loss",
+                 "final_loss", "auc", "epochs", "timesteps", "seconds", "diverged_epoch", "error")
+"""trials.csv columns; the searched keys are inserted after `status`."""
+STATUSES = ("completed", "early_stopped", "diverged", "error", "running", "pending")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that `path` always holds either the old or the new whole file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def atomic_write_yaml(path: Path, data: Any) -> None:
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return rows
+    with path.open() as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut short by a kill: everything before it is whole
+    return rows
+
+
+def _error_text(trial_dir: Path) -> str:
+    path = trial_dir / "error.txt"
+    if not path.exists():
+        return ""
+    lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    # The last line of a Python traceback is "ExceptionType: message".
+    return lines[-1][:500] if lines else "error"
+
+
+def _status(last: dict[str, Any] | None, error: str, live: str | None) -> str:
+    if last is not None and last.get("diverged"):
+        return "diverged"
+    if last is not None and last.get("finished"):
+        return "completed"
+    if live == "ERROR" or (live is None and error):
+        return "error"
+    if live in ("RUNNING", "PAUSED"):
+        return "running"
+    if live == "PENDING" or last is None:
+        return "pending" if not error else "error"
+    return "early_stopped"
+
+
+@dataclass
+class TrialLog:
+    """What one trial left: its params, its reported results (one per epoch) and its error."""
+
+    experiment: str
+    trial_id: str
+    params: dict[str, Any]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+    live: str | None = None
+    """Tune's status while a search runs (RUNNING, TERMINATED, ERROR, ...); None from disk."""
+
+
+def read_logs(study_dir: str | Path) -> list[TrialLog]:
+    """Every trial of every experiment (search, extend-1, ...) of a study, read from disk."""
+    root = Path(study_dir) / RAY_DIR
+    if not root.is_dir():
+        return []
+    logs = []
+    for exp in sorted(p for p in root.iterdir() if p.is_dir()):
+        for folder in sorted(p for p in exp.iterdir() if (p / "params.json").exists()):
+            try:
+                params = json.loads((folder / "params.json").read_text() or "{}")
+            except json.JSONDecodeError:
+                params = {}
+            results = _read_results(folder)
+            trial_id = results[-1]["trial_id"] if results else folder.name.split("_", 1)[-1]
+            logs.append(TrialLog(exp.name, str(trial_id), params, results, _error_text(folder)))
+    return logs
+
+
+def _searched_value(log: TrialLog, key: str) -> Any:
+    # The trial reports the values it actually used (decoded, conditionals resolved).
+    used = log.results[-1].get("params") if log.results else None
+    value = used.get(key) if isinstance(used, dict) else log.params.get(key)
+    if isinstance(value, dict):
+        value = value.get("name")
+    return ",".join(map(str, value)) if isinstance(value, list) else value
+
+
+def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, epochs) from trial logs: one row per trial, one per trial and epoch.
+
+    `searched` are the dotted keys (and `case`) that get their own trials.csv column."""
+    trial_rows: list[dict[str, Any]] = []
+    epoch_frames: list[pd.DataFrame] = []
+    for log in logs:
+        results = [r for r in log.results if "epoch" in r]
+        epochs = pd.DataFrame([{c: r.get(c, math.nan) for c in EPOCH_COLUMNS} for r in results],
+                              columns=list(EPOCH_COLUMNS))
+        epochs = epochs.drop_duplicates("epoch", keep="last").sort_values("epoch")
+        epochs.insert(0, "trial_id", log.trial_id)
+        epoch_frames.append(epochs)
+        last = results[-1] if results else None
+        losses = epochs["loss"].astype(float)
+        finite = losses[losses.map(math.isfinite)]
+        ended_itself = bool(last and (last.get("finished") or last.get("diverged")))
+        row: dict[str, Any] = {"trial_id": log.trial_id, "experiment": log.experiment,
+                               "status": _status(last, log.error, log.live)}
+        row.update({key: _searched_value(log, key) for key in searched})
+        row.update(
+            seed=last.get("seed") if last else None,
+            objective=last.get("objective", math.nan) if last else math.nan,
+            best_loss=float(finite.min()) if len(finite) else math.nan,
+            final_loss=float(losses.iloc[-1]) if len(losses) else math.nan,
+            auc=float(finite.mean()) if len(finite) else math.nan,
+            epochs=int(epochs["epoch"].max()) if len(epochs) else 0,
+            timesteps=int(last["timesteps"]) if last else 0,
+            seconds=float(last["train_time_s"]) if last else 0.0,
+            diverged_epoch=int(last["epoch"]) if last and last.get("diverged") else None,
+            error="" if ended_itself else log.error,
+        )
+        trial_rows.append(row)
+    columns = ["trial_id", "experiment", "status", *searched, *TRIAL_COLUMNS[3:]]
+    trials = pd.DataFrame(trial_rows, columns=columns)
+    epochs = (pd.concat(epoch_frames, ignore_index=True) if epoch_frames
+              else pd.DataFrame(columns=["trial_id", *EPOCH_COLUMNS]))
+    return trials, epochs
+
+
+def write_tables(study_dir: str | Path, trials: pd.DataFrame, epochs: pd.DataFrame) -> None:
+    """trials.csv (sorted best first) and epochs.csv, each written atomically."""
+    study_dir = Path(study_dir)
+    ranked = trials.sort_values("objective", na_position="last", kind="stable")
+    atomic_write_csv(study_dir / "trials.csv", ranked)
+    atomic_write_csv(study_dir / "epochs.csv", epochs)
+
+
+def load_tables(study_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The study's (trials, epochs) as DataFrames, for notebooks: `trials, epochs = load_tables(...)`."""
+    study_dir = Path(study_dir)
+    return pd.read_csv(study_dir / "trials.csv"), pd.read_csv(study_dir / "epochs.csv")

@@ -1,0 +1,82 @@
+"""The Ray Tune trainable: one trial = `tuner.train.fit` + `tune.report` per epoch + checkpoints.
+
+The training core knows nothing of Ray; this module adapts it. Each epoch is reported with all
+per-epoch metrics plus the running `objective` the search minimises. A checkpoint goes with the
+report every `checkpoint_every` epochs and at the end, and a restarted trial (after a failure, a
+driver restore or a PBT exploit) continues from `tune.get_checkpoint()` exactly where it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from tuner.config import Config, DataConfig
+from tuner.data import Prepared, prepare
+from tuner.objectives import running_objective
+from tuner.space import SpaceFile, resolve
+from tuner.train import TrainingState, fit, load_checkpoint, save_checkpoint
+
+CHECKPOINT_FILE = "state.pt"
+
+
+@functools.lru_cache(maxsize=2)
+def _prepared(data: DataConfig, device: str) -> Prepared:
+    """Series are generated (or read) once per trial process and reused by later trials there."""
+    return prepare(data, device=device)
+
+
+def _placed(config: Config) -> Config:
+    """Threads = this trial's CPU share; CUDA when Ray assigned it a GPU, else the CPU."""
+    resources = tune.get_context().get_trial_resources().required_resources
+    threads = max(1, int(resources.get("CPU", 1)))
+    device = "cuda" if resources.get("GPU", 0) > 0 and torch.cuda.is_available() else "cpu"
+    train = dataclasses.replace(config.train, threads=threads, device=device)
+    return dataclasses.replace(config, train=train)
+
+
+def _restore() -> dict[str, Any] | None:
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+
+
+def run_trial(params: dict[str, Any], spec: SpaceFile) -> None:
+    """Tune function trainable; `spec` comes through `tune.with_parameters`."""
+    config, used = resolve(spec, params)
+    config = _placed(config)
+    search = spec.search
+    data = _prepared(config.data, config.train.device)
+    max_epochs = config.train.max_epochs
+
+    def on_epoch(record: dict[str, Any], state: TrainingState) -> None:
+        diverged = not math.isfinite(record["loss"])
+        finished = diverged or state.epoch >= max_epochs
+        metrics = {k: v for k, v in record.items() if k != "val_loss" or math.isfinite(v)}
+        metrics.update(
+            objective=running_objective(search.metric, state.records, search.target_loss,
+                                        search.target_unit),
+            diverged=diverged, finished=finished, max_epochs=max_epochs,
+            target_std=data.target_std, seed=config.train.seed, params=used,
+        )
+        if diverged:
+            # ASHA never stops a NaN trial and Optuna fails it: report the worst value instead.
+            metrics["loss"] = math.inf
+        if finished or state.epoch % search.checkpoint_every == 0:
+            with tempfile.TemporaryDirectory() as folder:
+                save_checkpoint(state, os.path.join(folder, CHECKPOINT_FILE))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(metrics)
+
+    fit(config, on_epoch, checkpoint=_restore(), data=data)
