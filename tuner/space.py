@@ -235,6 +235,16 @@ def _key_type(key: str) -> Any:
     return str if key == CASE_KEY else _LEAVES[key]
 
 
+def _type_name(tp: Any) -> str:
+    """'int', 'float', 'a list of int', 'one of a, b' ... for messages."""
+    tp = _strip_optional(tp)
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    if typing.get_origin(tp) is tuple:
+        return "a list of " + _type_name(typing.get_args(tp)[0])
+    return getattr(tp, "__name__", str(tp))
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -285,7 +295,7 @@ def _coerce(source: str, key: str, value: Any, tp: Any) -> Any:
         raise ConfigError(f"{source}: {exc}") from None
     except (OverflowError, ValueError, TypeError):  # e.g. int(.inf), int(.nan)
         raise ConfigError(f"{source}: {key}: got {_short(value)}; allowed: a finite value "
-                          f"of type {getattr(tp, '__name__', tp)}") from None
+                          f"({_type_name(tp)})") from None
 
 
 def _build_config(source: str, tree: Mapping[str, Any]) -> Config:
@@ -643,7 +653,7 @@ class _Loader:
         if kind in ("uniform", "loguniform"):
             if inner is not float:
                 self.fail(where, f"{kind} needs a real-valued key, {key} is "
-                          f"{getattr(inner, '__name__', inner)}",
+                          f"{_type_name(inner)}",
                           "int for integer keys, choice or grid for others")
             low, high = self.bounds(where, kind, arg, integer=False)
             if kind == "loguniform" and low <= 0:
@@ -654,7 +664,7 @@ class _Loader:
         # int
         if inner is not int:
             self.fail(where, f"int needs an integer key, {key} is "
-                      f"{getattr(inner, '__name__', inner)}",
+                      f"{_type_name(inner)}",
                       "uniform/loguniform for real keys, choice or grid for others")
         low, high = self.bounds(where, kind, arg, integer=True)
         if log and low < 1:
@@ -973,23 +983,24 @@ def optuna_space(params: Sequence[Param]) -> Callable[["optuna.Trial"], None]:
 
 
 def _config_view(spec: Any) -> Any:
-    """What a Tune `sample_from` function receives -> the (guarded) trial config."""
-    if isinstance(spec, Mapping) and "config" in spec:
-        return getattr(spec, "config") if hasattr(spec, "__dict__") and \
-            "config" in vars(spec) else spec["config"]
-    return spec
+    """What a Tune `sample_from` function receives -> the (guarded) trial config.
+
+    Ray 2.60 passes its access guard around the whole spec ({'config': ...}); only attribute
+    access on the guard raises for values that are not sampled yet, hence getattr."""
+    view = getattr(spec, "config", None)
+    if view is None and isinstance(spec, Mapping) and "config" in spec:
+        view = spec["config"]
+    return view if view is not None else spec
 
 
 def _lookup(config: Any, key: str) -> Any:
-    """config[key], raising Tune's RecursiveDependencyError while it is still unsampled.
-
-    Tune's access guard only guards attribute access, so this uses getattr when it can."""
+    """config[key], raising Tune's RecursiveDependencyError while it is still unsampled."""
     from ray.tune.search.sample import Domain
     from ray.tune.search.variant_generator import RecursiveDependencyError
 
-    if hasattr(config, "__dict__") and key in vars(config):
-        value = getattr(config, key)  # the guard raises for unresolved values
-    else:
+    try:
+        value = getattr(config, key)  # Tune's guard raises here for unresolved values
+    except AttributeError:
         value = config[key]
     if isinstance(value, Domain) or (isinstance(value, Mapping) and "grid_search" in value):
         raise RecursiveDependencyError(f"{key} is not sampled yet")
