@@ -107,7 +107,9 @@ def _epochs_table() -> pd.DataFrame:
         rows.append(("short", e, 5.0 / e, 1.0 * e, 1, 0))
     for e, loss in [(1, 3.0), (2, 2.0), (3, math.inf)]:
         rows.append(("blown", e, loss, 1.5 * e, 1, 0))
-    return pd.DataFrame(rows, columns=["trial_id", "epoch", "loss", "time_total_s", "chunks", "stage"])
+    return pd.DataFrame(
+        rows, columns=["trial_id", "epoch", "loss", "train_time_s", "chunks", "stage"]
+    )
 
 
 def test_loss_at_epoch_rules() -> None:
@@ -303,5 +305,6 @@ def test_rank_settings_groups_configs_without_cases() -> None:
 def test_fmt_spread() -> None:
     assert an.fmt_spread([1.0, 2.0, 3.0]) == "2 [1-3]"
     assert an.fmt_spread([0.5]) == "0.5"
+    assert an.fmt_spread([2.0, 2.0]) == "2"
     assert an.fmt_spread([]) == "-"
     assert an.fmt_spread([1.0, math.inf]) == "inf [1-inf]"

@@ -60,13 +60,13 @@ EDGE_SHARE = 0.10
 FINISHED_STATUSES = ("completed", "early_stopped", "diverged")
 
 VERDICT_RULE = (
-    "A claim \"A is lower (better) than B\" **holds** when the min-max ranges over seeds do not "
+    'A claim "A is lower (better) than B" **holds** when the min-max ranges over seeds do not '
     "overlap (the worst seed of A is better than the best seed of B) and the means differ by more "
     f"than {VERDICT_MARGIN:.0%} of the larger mean; it **does not hold** when the same is true the "
     "other way round; otherwise it is **unclear** (the difference is within the seed spread). A "
     "diverged run counts as +inf. A claim made of several comparisons holds when all of them hold "
     "and does not hold when any of them does not; a claim whose cases were not run is "
-    "\"unclear (case missing)\"."
+    '"unclear (case missing)".'
 )
 
 
@@ -122,7 +122,7 @@ def roughness(losses: Iterable[float]) -> float:
     if x.size < 2:
         return 0.0
     total = 0.0
-    for old, new in zip(x[:-1], x[1:]):
+    for old, new in zip(x[:-1], x[1:], strict=True):
         if not math.isfinite(old):
             continue
         if not math.isfinite(new):
@@ -204,14 +204,14 @@ def loss_at(df_epochs: pd.DataFrame, epoch: int, hold_last: bool = False) -> pd.
 
 
 def loss_at_seconds(df_epochs: pd.DataFrame, seconds: float, hold_last: bool = True) -> pd.Series:
-    """Loss of every trial after ``seconds`` of training (``time_total_s``), indexed by trial_id.
+    """Loss of every trial after ``seconds`` of training (``train_time_s``), indexed by trial_id.
 
     The loss is that of the last epoch finished by then (the loss is only measured at epoch ends);
     NaN when not even the first epoch had finished. A trial whose training ended earlier keeps its
     last loss by default (it is done: that is the model it has at that time), or +inf if it
     diverged.
     """
-    return _per_trial(df_epochs, "time_total_s", float(seconds), hold_last)
+    return _per_trial(df_epochs, "train_time_s", float(seconds), hold_last)
 
 
 def final_stage(df_epochs: pd.DataFrame) -> pd.DataFrame:
@@ -237,10 +237,10 @@ def stage_changes(trial_epochs: pd.DataFrame) -> pd.DataFrame:
     """Epochs of one trial at which the schedule moved to a new stage.
 
     A change is an epoch whose ``stage`` (or, without that column, ``chunks``) differs from the
-    previous epoch's. Returns columns ``epoch``, ``time_total_s``, ``chunks_from``, ``chunks_to``
+    previous epoch's. Returns columns ``epoch``, ``train_time_s``, ``chunks_from``, ``chunks_to``
     (NaN where unknown); empty when the schedule never moved or the columns are absent.
     """
-    columns = ["epoch", "time_total_s", "chunks_from", "chunks_to"]
+    columns = ["epoch", "train_time_s", "chunks_from", "chunks_to"]
     key = "stage" if "stage" in trial_epochs.columns else "chunks"
     if key not in trial_epochs.columns or trial_epochs.empty:
         return pd.DataFrame(columns=columns)
@@ -255,9 +255,9 @@ def stage_changes(trial_epochs: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "epoch": pd.to_numeric(g["epoch"], errors="coerce") if "epoch" in g else math.nan,
-            "time_total_s": (
-                pd.to_numeric(g["time_total_s"], errors="coerce")
-                if "time_total_s" in g
+            "train_time_s": (
+                pd.to_numeric(g["train_time_s"], errors="coerce")
+                if "train_time_s" in g
                 else math.nan
             ),
             "chunks_from": chunks.shift(),
@@ -366,9 +366,7 @@ def range_position(value: float, rng: NumericRange) -> float:
     return (value - rng.low) / (rng.high - rng.low)
 
 
-def best_rows(
-    trials: pd.DataFrame, metric_col: str, mode: str = "min", k: int = 1
-) -> pd.DataFrame:
+def best_rows(trials: pd.DataFrame, metric_col: str, mode: str = "min", k: int = 1) -> pd.DataFrame:
     """The ``k`` trials with the best finite ``metric_col`` (lowest for mode min), best first."""
     if metric_col not in trials.columns:
         return trials.iloc[0:0]
@@ -430,10 +428,7 @@ def edge_warnings(
             tried = ", ".join(f"{v:g}" for v in rng.discrete_values)
             word = "smallest" if where == "lower" else "largest"
             more = "smaller" if where == "lower" else "larger"
-            msg = (
-                f"{key}: best {value:.3g} is the {word} value tried ({tried}): "
-                f"add {more} values"
-            )
+            msg = f"{key}: best {value:.3g} is the {word} value tried ({tried}): add {more} values"
         else:
             msg = (
                 f"{key}: best {value:.3g} is near the {where} edge of "
@@ -466,7 +461,7 @@ def case_column(trials: pd.DataFrame) -> pd.Series | None:
 
 
 def finished(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trials whose numbers are final: status completed/early_stopped/diverged (all if no status)."""
+    """Trials whose numbers are final: completed, early_stopped, diverged (all without status)."""
     if "status" not in trials.columns:
         return trials
     status = trials["status"].astype(str).str.strip().str.lower()
@@ -548,7 +543,9 @@ def relative_gap(a: Iterable[float], b: Iterable[float]) -> float:
     return abs(mb - ma) / scale if scale > 0 else 0.0
 
 
-def verdict_lower(a: Iterable[float], b: Iterable[float], margin: float = VERDICT_MARGIN) -> Verdict:
+def verdict_lower(
+    a: Iterable[float], b: Iterable[float], margin: float = VERDICT_MARGIN
+) -> Verdict:
     """Verdict on the claim "A is lower than B" from the per-seed values of A and B.
 
     Holds when every seed of A is below every seed of B (the min-max ranges do not overlap) and the
@@ -605,13 +602,14 @@ def fmt_value(v: Any) -> str:
 
 
 def fmt_spread(values: Iterable[float], digits: int = 4) -> str:
-    """``mean [min-max]`` over seeds (just the value for one seed; "-" when there are none)."""
+    """``mean [min-max]`` over seeds; just the value when all seeds agree; "-" when none."""
     x = _clean(values)
     if x.size == 0:
         return "-"
-    if x.size == 1:
-        return fmt(float(x[0]), digits)
-    return f"{fmt(float(np.mean(x)), digits)} [{fmt(float(np.min(x)), digits)}-{fmt(float(np.max(x)), digits)}]"
+    lo, hi = fmt(float(np.min(x)), digits), fmt(float(np.max(x)), digits)
+    if lo == hi:  # all seeds agree to the digits shown
+        return lo
+    return f"{fmt(float(np.mean(x)), digits)} [{lo}-{hi}]"
 
 
 # --------------------------------------------------------------------------------------------
@@ -629,7 +627,7 @@ class AblationSetup:
     early_epoch: int
     """An early epoch, ceil(E / 5), for "early speed-up" claims."""
     seconds: float
-    """S: the same as E on the wall-clock axis (``time_total_s``); NaN without timings."""
+    """S: the same as E on the wall-clock axis (``train_time_s``); NaN without timings."""
     early_seconds: float
     """S / 5."""
     target: float
@@ -663,8 +661,8 @@ def _run_summaries(epochs: pd.DataFrame) -> pd.DataFrame:
     for trial_id, g in epochs.groupby("trial_id", sort=False):
         loss = _losses(pd.to_numeric(g["loss"], errors="coerce").to_numpy(dtype=float))
         time = (
-            pd.to_numeric(g["time_total_s"], errors="coerce").to_numpy(dtype=float)
-            if "time_total_s" in g
+            pd.to_numeric(g["train_time_s"], errors="coerce").to_numpy(dtype=float)
+            if "train_time_s" in g
             else np.full(len(g), np.nan)
         )
         rows.append(
@@ -735,9 +733,7 @@ def ablation_setup(
     )
 
 
-def trial_metrics(
-    trials: pd.DataFrame, epochs: pd.DataFrame, setup: AblationSetup
-) -> pd.DataFrame:
+def trial_metrics(trials: pd.DataFrame, epochs: pd.DataFrame, setup: AblationSetup) -> pd.DataFrame:
     """The ablation's per-run numbers, one row per finished trial that has a case.
 
     Index trial_id; columns ``case``, ``loss_E`` (after ``setup.epoch`` epochs), ``loss_early``
@@ -749,17 +745,27 @@ def trial_metrics(
     abl = _ablation_trials(trials)
     e = _trial_epochs(epochs, abl["trial_id"])
     cols = [
-        "case", "loss_E", "loss_early", "loss_S", "loss_S_early", "t_target",
-        "spikes", "roughness", "auc", "final_loss", "stage", "chunks",
-    ]  # fmt: skip
+        "case",
+        "loss_E",
+        "loss_early",
+        "loss_S",
+        "loss_S_early",
+        "t_target",
+        "spikes",
+        "roughness",
+        "auc",
+        "final_loss",
+        "stage",
+        "chunks",
+    ]
     if e.empty:
         return pd.DataFrame(columns=cols, index=pd.Index([], name="trial_id"))
     per: dict[str, dict[str, float]] = {}
     for trial_id, g in e.groupby("trial_id", sort=False):
         loss = pd.to_numeric(g["loss"], errors="coerce").to_numpy(dtype=float)
         time = (
-            pd.to_numeric(g["time_total_s"], errors="coerce").to_numpy(dtype=float)
-            if "time_total_s" in g
+            pd.to_numeric(g["train_time_s"], errors="coerce").to_numpy(dtype=float)
+            if "train_time_s" in g
             else np.full(len(g), np.nan)
         )
         per[str(trial_id)] = {
@@ -832,8 +838,12 @@ def _mean_or_inf(values: Iterable[float]) -> float:
 
 
 def _measure(metrics: pd.DataFrame, column: str, cases: Sequence[str], what: str) -> str:
-    """``case value [min-max]`` for each case, then what was measured."""
-    parts = [f"{c} {fmt_spread(case_values(metrics, c, column))}" for c in cases]
+    """``case value [min-max]`` for each case, then what was measured (a time to a target that
+    no seed reached reads "never")."""
+    parts = []
+    for c in cases:
+        text = fmt_spread(case_values(metrics, c, column))
+        parts.append(f"{c} {'never' if column == 't_target' and text == 'inf' else text}")
     return " vs ".join(parts) + f" ({what})"
 
 
@@ -872,8 +882,11 @@ def claims_table(
         missing = [c for c in cases if c not in present]
         if missing:
             rows.append(
-                {"claim": claim, "measured": "case missing: " + ", ".join(missing),
-                 "verdict": CASE_MISSING}  # fmt: skip
+                {
+                    "claim": claim,
+                    "measured": "case missing: " + ", ".join(missing),
+                    "verdict": CASE_MISSING,
+                }
             )
             return
         measured, verdict = measure()
@@ -884,37 +897,58 @@ def claims_table(
         v = verdict_lower(case_values(metrics, better, column), case_values(metrics, worse, column))
         return _measure(metrics, column, [better, worse], what), v
 
-    add("1a. RMSprop beats SGD", ["rmsprop", "sgd"],
-        lambda: lower("rmsprop", "sgd", "loss_E", at_e))  # fmt: skip
+    add(
+        "1a. RMSprop beats SGD", ["rmsprop", "sgd"], lambda: lower("rmsprop", "sgd", "loss_E", at_e)
+    )
     add("1b. Adam beats SGD", ["adam", "sgd"], lambda: lower("adam", "sgd", "loss_E", at_e))
-    add("1c. Adam beats RMSprop", ["adam", "rmsprop"],
-        lambda: lower("adam", "rmsprop", "loss_E", at_e))  # fmt: skip
-    add("1d. Adam shows loss spikes (more than RMSprop)", ["adam", "rmsprop"],
-        lambda: lower("rmsprop", "adam", "spikes", spikes))  # fmt: skip
-    add("2a. Clipping (global norm 1.0) removes Adam's spikes", ["adam-clip", "adam"],
-        lambda: lower("adam-clip", "adam", "spikes", spikes))  # fmt: skip
-    add("2b. Clipping removes RMSprop's spikes", ["rmsprop-clip", "rmsprop"],
-        lambda: lower("rmsprop-clip", "rmsprop", "spikes", spikes))  # fmt: skip
-    add("2c. Adaptive clipping (the text's reading: mean + 1 std) removes Adam's spikes",
+    add(
+        "1c. Adam beats RMSprop",
+        ["adam", "rmsprop"],
+        lambda: lower("adam", "rmsprop", "loss_E", at_e),
+    )
+    add(
+        "1d. Adam shows loss spikes (more than RMSprop)",
+        ["adam", "rmsprop"],
+        lambda: lower("rmsprop", "adam", "spikes", spikes),
+    )
+    add(
+        "2a. Clipping (global norm 1.0) removes Adam's spikes",
+        ["adam-clip", "adam"],
+        lambda: lower("adam-clip", "adam", "spikes", spikes),
+    )
+    add(
+        "2b. Clipping removes RMSprop's spikes",
+        ["rmsprop-clip", "rmsprop"],
+        lambda: lower("rmsprop-clip", "rmsprop", "spikes", spikes),
+    )
+    add(
+        "2c. Adaptive clipping (the text's reading: mean + 1 std) removes Adam's spikes",
         ["adam-adaptive-clip", "adam"],
-        lambda: lower("adam-adaptive-clip", "adam", "spikes", spikes))  # fmt: skip
+        lambda: lower("adam-adaptive-clip", "adam", "spikes", spikes),
+    )
 
     def stabilises() -> tuple[str, str]:
         """Roughness with clip below roughness without, for both Adam and RMSprop."""
         pairs = [("adam-clip", "adam"), ("rmsprop-clip", "rmsprop")]
         verdicts = [
-            verdict_lower(case_values(metrics, a, "roughness"), case_values(metrics, b, "roughness"))
+            verdict_lower(
+                case_values(metrics, a, "roughness"), case_values(metrics, b, "roughness")
+            )
             for a, b in pairs
         ]
-        text = "; ".join(
-            _measure(metrics, "roughness", [a, b], "roughness") for a, b in pairs
-        )
+        text = "; ".join(_measure(metrics, "roughness", [a, b], "roughness") for a, b in pairs)
         return text + ": mean rise of log10 loss per epoch", combine_verdicts(verdicts)
 
-    add("2d. Clipping stabilises training (Adam and RMSprop)",
-        ["adam-clip", "adam", "rmsprop-clip", "rmsprop"], stabilises)  # fmt: skip
-    add("2e. With clipping, Adam keeps its lead over RMSprop", ["adam-clip", "rmsprop-clip"],
-        lambda: lower("adam-clip", "rmsprop-clip", "loss_E", at_e))  # fmt: skip
+    add(
+        "2d. Clipping stabilises training (Adam and RMSprop)",
+        ["adam-clip", "adam", "rmsprop-clip", "rmsprop"],
+        stabilises,
+    )
+    add(
+        "2e. With clipping, Adam keeps its lead over RMSprop",
+        ["adam-clip", "rmsprop-clip"],
+        lambda: lower("adam-clip", "rmsprop-clip", "loss_E", at_e),
+    )
 
     def speedup(column: str, what: str) -> tuple[str, str]:
         """sgd-schedule lower than sgd on ``column``, with seconds-to-target for context."""
@@ -922,10 +956,16 @@ def claims_table(
         ttt = _measure(metrics, "t_target", ["sgd-schedule", "sgd"], "seconds to target")
         return f"{text}; {ttt}", verdict
 
-    add("3a. The schedule gives SGD a large early speed-up (per epoch)", ["sgd-schedule", "sgd"],
-        lambda: speedup("loss_early", f"loss after {setup.early_epoch} epochs"))  # fmt: skip
-    add("3b. ... and per wall-clock second", ["sgd-schedule", "sgd"],
-        lambda: speedup("loss_S_early", f"loss after {fmt(setup.early_seconds, 3)} s"))  # fmt: skip
+    add(
+        "3a. The schedule gives SGD a large early speed-up (per epoch)",
+        ["sgd-schedule", "sgd"],
+        lambda: speedup("loss_early", f"loss after {setup.early_epoch} epochs"),
+    )
+    add(
+        "3b. ... and per wall-clock second",
+        ["sgd-schedule", "sgd"],
+        lambda: speedup("loss_S_early", f"loss after {fmt(setup.early_seconds, 3)} s"),
+    )
 
     def most_efficient() -> tuple[str, str]:
         """adam-clip-schedule lower loss after S seconds than every other case."""
@@ -947,6 +987,9 @@ def claims_table(
         ttt = _measure(metrics, "t_target", [star, runner], "seconds to target")
         return f"{text}; {ttt}", combine_verdicts(verdicts.values())
 
-    add("4. Adam + clipping + schedule is the most efficient of all", ["adam-clip-schedule"],
-        most_efficient)  # fmt: skip
+    add(
+        "4. Adam + clipping + schedule is the most efficient of all",
+        ["adam-clip-schedule"],
+        most_efficient,
+    )
     return pd.DataFrame(rows, columns=["claim", "measured", "verdict"])

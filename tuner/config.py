@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -303,7 +304,8 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         raise ConfigError(f"{key}: got {value!r}; allowed: true or false")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value) or value != int(value)):
             raise ConfigError(f"{key}: got {value!r}; allowed: an integer")
         return int(value)
     if tp is float:

@@ -17,8 +17,10 @@ come from :mod:`tuner.analysis`; this module only reads, lays out and draws.
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
+import shlex
 import sys
 import tempfile
 import warnings
@@ -26,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import matplotlib
 import numpy as np
@@ -92,7 +94,7 @@ class StudyFiles:
     """``study.yaml`` as a dict (empty when missing or unreadable)."""
     space: dict[str, Any]
     objective: str
-    """Column of the value minimised: ``objective``, else the space file's metric, else best_loss."""
+    """Column of the value minimised: ``objective``, else the space's metric, else best_loss."""
     notes: list[str] = field(default_factory=list)
     """Problems met while reading (missing optional files), stated in the report."""
 
@@ -104,14 +106,32 @@ class StudyFiles:
 
 _TEXT_COLUMNS = {"trial_id": str, "status": str, "case": str, "error": str}
 _NUMERIC_TRIAL_COLUMNS = (
-    "objective", "best_loss", "final_loss", "auc", "epochs", "timesteps", "seconds",
+    "objective",
+    "best_loss",
+    "final_loss",
+    "auc",
+    "epochs",
+    "timesteps",
+    "seconds",
     "diverged_epoch",
-)  # fmt: skip
+)
 _EPOCH_COLUMNS = (
-    "trial_id", "epoch", "loss", "val_loss", "chunks", "stage", "lr", "grad_norm_mean",
-    "grad_norm_max", "clip_fraction", "epoch_time_s", "steps_per_s", "timesteps", "updates",
-    "time_total_s",
-)  # fmt: skip
+    "trial_id",
+    "epoch",
+    "loss",
+    "val_loss",
+    "chunks",
+    "stage",
+    "lr",
+    "grad_norm_mean",
+    "grad_norm_max",
+    "clip_fraction",
+    "epoch_time_s",
+    "steps_per_s",
+    "timesteps",
+    "updates",
+    "train_time_s",
+)
 
 
 def _read_yaml(path: Path, notes: list[str]) -> dict[str, Any]:
@@ -128,6 +148,12 @@ def _read_yaml(path: Path, notes: list[str]) -> dict[str, Any]:
         notes.append("study.yaml is not a mapping: ignored.")
         return {}
     return data
+
+
+def _mapping(meta: dict[str, Any], key: str) -> dict[str, Any]:
+    """``meta[key]`` when it is a mapping, else {} (optional study.yaml sections)."""
+    value = meta.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def load_study(study_dir: str | os.PathLike[str]) -> StudyFiles:
@@ -165,8 +191,8 @@ def load_study(study_dir: str | os.PathLike[str]) -> StudyFiles:
     else:
         notes.append("epochs.csv is missing: no training curves.")
     meta = _read_yaml(path / "study.yaml", notes)
-    space = meta.get("space") if isinstance(meta.get("space"), dict) else {}
-    search = meta.get("search") if isinstance(meta.get("search"), dict) else {}
+    space = _mapping(meta, "space")
+    search = _mapping(meta, "search")
     objective = "objective"
     if objective not in trials.columns:
         metric = str(search.get("metric", ""))
@@ -207,24 +233,27 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def _save(fig: Figure, path: Path) -> None:
     """Save a figure as PNG, atomically (see _atomic_write_bytes)."""
-    import io
-
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI)
     _atomic_write_bytes(path, buf.getvalue())
 
 
 @contextmanager
 def _style() -> Iterator[None]:
     """Readable fonts for the figures drawn inside, without touching the caller's rcParams."""
-    with matplotlib.rc_context(RC):
+    with matplotlib.rc_context():
+        matplotlib.rcParams.update(cast(Any, RC))
         yield
 
 
-def _figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = FIGSIZE,
-            **kw: Any) -> tuple[Figure, np.ndarray]:  # fmt: skip
-    """A figure on the Agg canvas (no pyplot global state) and its axes as a 2-D array."""
-    fig = Figure(figsize=figsize, dpi=DPI)
+def _figure(
+    nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = FIGSIZE, **kw: Any
+) -> tuple[Figure, np.ndarray]:
+    """A figure on the Agg canvas (no pyplot global state) and its axes as a 2-D array.
+
+    Constrained layout makes room for titles, tick labels and "outside" legends in one pass,
+    which is cheaper than saving with ``bbox_inches="tight"`` (that renders twice)."""
+    fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
     return fig, axes
@@ -232,7 +261,13 @@ def _figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = FIGSI
 
 def _md_cell(value: Any) -> str:
     """Text for a markdown table cell: pipes escaped, newlines flattened."""
-    text = value if isinstance(value, str) else an.fmt(value) if isinstance(value, float) else str(value)
+    text = (
+        value
+        if isinstance(value, str)
+        else an.fmt(value)
+        if isinstance(value, float)
+        else str(value)
+    )
     return text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -240,7 +275,9 @@ def _md_table(df: pd.DataFrame) -> str:
     """A pandas table as a GitHub-flavoured markdown table."""
     header = "| " + " | ".join(_md_cell(str(c)) for c in df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *body])
 
 
@@ -263,9 +300,9 @@ def _legend_outside(fig: Figure, ax: Axes, extra: Sequence[Line2D] = ()) -> None
     """Legend to the right of the axes, so curves are never hidden behind it."""
     handles, labels = ax.get_legend_handles_labels()
     handles = list(handles) + list(extra)
-    labels = list(labels) + [h.get_label() for h in extra]
+    labels = list(labels) + [str(h.get_label()) for h in extra]
     if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        fig.legend(handles, labels, loc="outside right upper", frameon=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,36 +329,38 @@ def _curve_groups(study: StudyFiles) -> list[Group]:
     """Cases in the article's order for ablations; else the TOP_N best trials, best first."""
     trials = an.finished(study.trials)
     with_epochs = set(study.epochs["trial_id"].astype(str))
+    trials = trials[trials["trial_id"].isin(with_epochs)]
     if study.has_cases:
         case = an.case_column(trials)
-        assert case is not None or trials.empty
-        t = trials.assign(case=case).dropna(subset=["case"]) if case is not None else trials
+        if case is None:  # only unfinished trials have cases so far
+            return []
+        t = trials.assign(case=case).dropna(subset=["case"])
         names = an.ordered_cases(t["case"])
         colors = _colors(len(names))
         groups = []
-        for name, color in zip(names, colors):
-            ids = tuple(i for i in t.loc[t["case"] == name, "trial_id"] if i in with_epochs)
-            if ids:
-                groups.append(Group(name, ids, color))
+        for name, color in zip(names, colors, strict=True):
+            ids = tuple(str(i) for i in t.loc[t["case"] == name, "trial_id"])
+            groups.append(Group(name, ids, color))
         return groups
     best = an.best_rows(trials, study.objective, k=TOP_N)
-    best = best[best["trial_id"].isin(with_epochs)]
     colors = _colors(len(best))
     return [
         Group(f"#{i + 1} {r.trial_id} ({an.fmt(r[study.objective])})", (str(r.trial_id),), c)
-        for i, ((_, r), c) in enumerate(zip(best.iterrows(), colors))
+        for i, ((_, r), c) in enumerate(zip(best.iterrows(), colors, strict=True))
     ]
 
 
-def _epoch_band(epochs: pd.DataFrame, ids: Sequence[str], column: str
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def _epoch_band(
+    epochs: pd.DataFrame, ids: Sequence[str], column: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean, min and max of ``column`` over the trials ``ids`` at each epoch (finite values)."""
     e = epochs[epochs["trial_id"].isin(ids)]
     if e.empty or column not in e.columns:
         empty = np.array([], dtype=float)
         return empty, empty, empty, empty
-    wide = e.pivot_table(index="epoch", columns="trial_id", values=column, aggfunc="last",
-                         dropna=False)  # fmt: skip
+    wide = e.pivot_table(
+        index="epoch", columns="trial_id", values=column, aggfunc="last", dropna=False
+    )
     m = wide.to_numpy(dtype=float)
     m = np.where(np.isfinite(m), m, np.nan)
     keep = ~np.all(np.isnan(m), axis=1)
@@ -330,20 +369,21 @@ def _epoch_band(epochs: pd.DataFrame, ids: Sequence[str], column: str
     return x, np.nanmean(m, axis=1), np.nanmin(m, axis=1), np.nanmax(m, axis=1)
 
 
-def _time_band(epochs: pd.DataFrame, ids: Sequence[str], column: str = "loss", points: int = 200
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Mean, min and max of ``column`` against ``time_total_s`` over the trials ``ids``.
+def _time_band(
+    epochs: pd.DataFrame, ids: Sequence[str], column: str = "loss", points: int = 200
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max of ``column`` against ``train_time_s`` over the trials ``ids``.
 
     Seeds finish epochs at different times, so each run is interpolated linearly onto a common
     grid of ``points`` times and only averaged where it has data (a single run is drawn raw).
     """
     empty = np.array([], dtype=float)
-    if "time_total_s" not in epochs.columns:
+    if "train_time_s" not in epochs.columns:
         return empty, empty, empty, empty
     series = []
     for tid in ids:
         g = epochs[epochs["trial_id"] == tid]
-        t = g["time_total_s"].to_numpy(dtype=float)
+        t = g["train_time_s"].to_numpy(dtype=float)
         y = g[column].to_numpy(dtype=float)
         ok = np.isfinite(t) & np.isfinite(y)
         if ok.any():
@@ -371,7 +411,7 @@ def _time_band(epochs: pd.DataFrame, ids: Sequence[str], column: str = "loss", p
 
 
 def _plot_curves(study: StudyFiles, groups: Sequence[Group], axis: str, title: str) -> Figure:
-    """Loss against ``axis`` ("epoch" or "time_total_s"): mean over seeds, min-max band,
+    """Loss against ``axis`` ("epoch" or "train_time_s"): mean over seeds, min-max band,
     hollow circles where the schedule changes stage, red x where a run blew up."""
     fig, axes = _figure()
     ax = axes[0, 0]
@@ -394,18 +434,33 @@ def _plot_curves(study: StudyFiles, groups: Sequence[Group], axis: str, title: s
         for tid in g.trial_ids:
             rows = epochs[epochs["trial_id"] == tid]
             for _, ch in an.stage_changes(rows).iterrows():
-                cx = float(ch["epoch"] if axis == "epoch" else ch["time_total_s"])
+                cx = float(ch["epoch"] if axis == "epoch" else ch["train_time_s"])
                 if math.isfinite(cx):
-                    ax.plot(cx, np.interp(cx, x, mean), "o", mfc="white", mec=g.color, ms=6,
-                            mew=1.5, zorder=4)  # fmt: skip
+                    ax.plot(
+                        cx,
+                        np.interp(cx, x, mean),
+                        "o",
+                        mfc="white",
+                        mec=g.color,
+                        ms=6,
+                        mew=1.5,
+                        zorder=4,
+                    )
                     any_stage = True
             loss = rows["loss"].to_numpy(dtype=float)
             if loss.size and not np.isfinite(loss[-1]):
                 finite = np.flatnonzero(np.isfinite(loss))
                 if finite.size:
                     last = rows.iloc[int(finite[-1])]
-                    ax.plot(float(last[axis]), float(last["loss"]), "x", color="red", ms=9,
-                            mew=2, zorder=5)  # fmt: skip
+                    ax.plot(
+                        float(last[axis]),
+                        float(last["loss"]),
+                        "x",
+                        color="red",
+                        ms=9,
+                        mew=2,
+                        zorder=5,
+                    )
                     any_diverged = True
     if _span_decades(plotted) > LOG_DECADES:
         ax.set_yscale("log")
@@ -415,11 +470,24 @@ def _plot_curves(study: StudyFiles, groups: Sequence[Group], axis: str, title: s
     ax.grid(True, alpha=0.3)
     extra = []
     if any_stage:
-        extra.append(Line2D([], [], ls="", marker="o", mfc="white", mec="0.3", mew=1.5,
-                            label="schedule stage change"))  # fmt: skip
+        extra.append(
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="o",
+                mfc="white",
+                mec="0.3",
+                mew=1.5,
+                label="schedule stage change",
+            )
+        )
     if any_diverged:
-        extra.append(Line2D([], [], ls="", marker="x", color="red", mew=2,
-                            label="diverged (last finite loss)"))  # fmt: skip
+        extra.append(
+            Line2D(
+                [], [], ls="", marker="x", color="red", mew=2, label="diverged (last finite loss)"
+            )
+        )
     if not groups:
         ax.text(0.5, 0.5, "no epochs recorded", ha="center", va="center", transform=ax.transAxes)
     _legend_outside(fig, ax, extra)
@@ -434,7 +502,7 @@ def searched_keys(study: StudyFiles) -> list[str]:
     for c in an.config_columns(trials):
         if c not in keys and trials[c].dropna().astype(str).nunique() > 1:
             keys.append(c)
-    keys = [k for k in keys if not an.is_seed_key(k)]
+    keys = [k for k in keys if not an.is_seed_key(k) and k != "case"]
     if study.has_cases:
         keys.insert(0, "case")
     return keys
@@ -452,8 +520,11 @@ def _is_log_key(study: StudyFiles, key: str, values: pd.Series) -> bool:
 def _is_numeric_key(study: StudyFiles, key: str, values: pd.Series) -> bool:
     """A numeric axis unless the space declares a non-numeric choice or the values are text."""
     spec = study.space.get(key)
-    if isinstance(spec, dict) and any(k in spec for k in ("choice", "grid")) and \
-            an.numeric_range(spec) is None:  # fmt: skip
+    if (
+        isinstance(spec, dict)
+        and any(k in spec for k in ("choice", "grid"))
+        and an.numeric_range(spec) is None
+    ):
         return False
     numbers = pd.to_numeric(values, errors="coerce")
     return bool(len(values) and numbers.notna().all())
@@ -515,17 +586,24 @@ def _plot_axes(study: StudyFiles, keys: Sequence[str]) -> Figure:
         else:
             text = values.astype(str)
             spec = study.space.get(key, {})
-            declared = [str(v) for v in (spec.get("choice") or spec.get("grid") or [])] \
-                if isinstance(spec, dict) else []  # fmt: skip
-            order = (an.ordered_cases(text) if key == "case"
-                     else [c for c in declared if c in set(text)] +
-                     sorted(set(text) - set(declared)))  # fmt: skip
+            declared = (
+                [str(v) for v in (spec.get("choice") or spec.get("grid") or [])]
+                if isinstance(spec, dict)
+                else []
+            )
+            order = (
+                an.ordered_cases(text)
+                if key == "case"
+                else [c for c in declared if c in set(text)] + sorted(set(text) - set(declared))
+            )
             pos = {c: j for j, c in enumerate(order)}
             x = np.array([pos[t] for t in text], dtype=float)
             x = x + rng.uniform(-0.15, 0.15, size=x.size)
             ax.set_xticks(range(len(order)))
             rotate = len(order) > 4 or max((len(c) for c in order), default=0) > 8
-            ax.set_xticklabels(order, rotation=45 if rotate else 0, ha="right" if rotate else "center")
+            ax.set_xticklabels(
+                order, rotation=45 if rotate else 0, ha="right" if rotate else "center"
+            )
             ax.set_xlim(-0.6, len(order) - 0.4)
         y = sub["_obj"].to_numpy(dtype=float)
         d = div.reindex(sub.index).to_numpy(dtype=bool)
@@ -534,16 +612,31 @@ def _plot_axes(study: StudyFiles, keys: Sequence[str]) -> Figure:
         ax.scatter(x[ok], y[ok], s=22, color="tab:blue", alpha=0.75, label="finished")
         if early.any():
             m = early & ~d
-            ax.scatter(x[m], y[m], s=22, facecolors="none", edgecolors="tab:blue",
-                       label="early-stopped")  # fmt: skip
+            ax.scatter(
+                x[m], y[m], s=22, facecolors="none", edgecolors="tab:blue", label="early-stopped"
+            )
         if d.any():
-            ax.scatter(x[d], np.full(d.sum(), top), marker="x", color="red", s=40,
-                       label="diverged (drawn at top)")  # fmt: skip
+            ax.scatter(
+                x[d],
+                np.full(d.sum(), top),
+                marker="x",
+                color="red",
+                s=40,
+                label="diverged (drawn at top)",
+            )
         if best_id is not None:
             b = (sub["trial_id"] == best_id).to_numpy(dtype=bool)
             if b.any():
-                ax.scatter(x[b], y[b], marker="*", s=180, color="gold", edgecolors="black",
-                           zorder=5, label="best trial")  # fmt: skip
+                ax.scatter(
+                    x[b],
+                    y[b],
+                    marker="*",
+                    s=180,
+                    color="gold",
+                    edgecolors="black",
+                    zorder=5,
+                    label="best trial",
+                )
         ax.set_xlabel(key)
         if i % ncols == 0:
             ax.set_ylabel(f"{study.objective} (lower is better)")
@@ -556,15 +649,21 @@ def _plot_axes(study: StudyFiles, keys: Sequence[str]) -> Figure:
     first.set_ylim(*ylim)
     handles: dict[str, Any] = {}
     for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
     if handles:
-        fig.legend(list(handles.values()), list(handles.keys()), loc="lower center",
-                   ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, -0.02))  # fmt: skip
+        fig.legend(
+            list(handles.values()),
+            list(handles.keys()),
+            loc="outside lower center",
+            ncol=len(handles),
+            frameon=False,
+        )
     fig.suptitle(f"{study.name}: objective against each searched hyperparameter")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
     if not keys:
-        first.text(0.5, 0.5, "no searched keys", ha="center", va="center", transform=first.transAxes)
+        first.text(
+            0.5, 0.5, "no searched keys", ha="center", va="center", transform=first.transAxes
+        )
     return fig
 
 
@@ -676,31 +775,38 @@ class Counts:
         return self.completed + self.early_stopped + self.diverged
 
     def diverged_share(self) -> str:
-        """``n of m finished (p%)``."""
+        """``n of m finished trials (p%)``."""
         m = self.finished
         share = f" ({self.diverged / m:.0%})" if m else ""
-        return f"{self.diverged} of {m} finished{share}"
+        return f"{self.diverged} of {m} finished trials{share}"
 
 
 def count_trials(study: StudyFiles) -> Counts:
     """Count trials by status (diverged also when the objective is +inf)."""
     t = study.trials
-    status = (t["status"].astype(str).str.strip().str.lower() if "status" in t.columns
-              else pd.Series("completed", index=t.index))  # fmt: skip
+    status = (
+        t["status"].astype(str).str.strip().str.lower()
+        if "status" in t.columns
+        else pd.Series("completed", index=t.index)
+    )
     div = an.diverged_trials(t, study.objective)
-    finished_status = status.isin(an.FINISHED_STATUSES) | div
     return Counts(
         total=len(t),
         completed=int(((status == "completed") & ~div).sum()),
         early_stopped=int(((status == "early_stopped") & ~div).sum()),
-        diverged=int((div & finished_status).sum()),
+        diverged=int(div.sum()),
         errors=int((status == "error").sum()),
         unfinished=int(status.isin(["running", "pending"]).sum()),
     )
 
 
-def _summary(study: StudyFiles, ranking: pd.DataFrame, counts: Counts, claims: pd.DataFrame | None,
-             edges: list[str]) -> list[str]:  # fmt: skip
+def _summary(
+    study: StudyFiles,
+    ranking: pd.DataFrame,
+    counts: Counts,
+    claims: pd.DataFrame | None,
+    edges: list[str],
+) -> list[str]:
     """The actionable summary: best setting, margin over the baseline, how sure, what next."""
     lines = [H_SUMMARY, ""]
     if ranking.empty:
@@ -709,12 +815,16 @@ def _summary(study: StudyFiles, ranking: pd.DataFrame, counts: Counts, claims: p
     best = ranking.iloc[0]
     what = f"case `{best['setting']}`" if study.has_cases else f"trial `{best['best_trial']}`"
     config = f" ({best['config']})" if best["config"] else ""
-    spread = (f"mean over {best['n']} seeds, min-max {an.fmt(best['min'])}-{an.fmt(best['max'])}"
-              if best["n"] > 1 else
-              "one run only: the seed spread is unknown; re-run this setting with 3+ seeds "
-              "before trusting small margins")  # fmt: skip
-    lines.append(f"- **Best setting:** {what}{config}: {study.objective} "
-                 f"**{an.fmt(best['mean'])}** ({spread}).")  # fmt: skip
+    spread = (
+        f"mean over {best['n']} seeds, min-max {an.fmt(best['min'])}-{an.fmt(best['max'])}"
+        if best["n"] > 1
+        else "one run only: the seed spread is unknown; re-run this setting with 3+ seeds "
+        "before trusting small margins"
+    )
+    lines.append(
+        f"- **Best setting:** {what}{config}: {study.objective} "
+        f"**{an.fmt(best['mean'])}** ({spread})."
+    )
     base_row = ranking[ranking["setting"] == an.BASELINE_CASE] if study.has_cases else ranking[0:0]
     if len(base_row):
         base = base_row.iloc[0]
@@ -737,12 +847,17 @@ def _summary(study: StudyFiles, ranking: pd.DataFrame, counts: Counts, claims: p
         line = f"- **Against the baseline:** {abs(rel):.1%} {word} than {base_text}{times}."
         if base_values:
             v = an.verdict_lower(best["values"], base_values)
-            line += (" The seed ranges do not overlap: the gain is larger than the seed spread."
-                     if v == an.HOLDS else
-                     " The seed ranges overlap or the gap is under 5%: not conclusive.")  # fmt: skip
+            line += (
+                " The seed ranges do not overlap: the gain is larger than the seed spread."
+                if v == an.HOLDS
+                else " The seed ranges overlap or the gap is under 5%: not conclusive."
+            )
         lines.append(line)
-    lines.append(f"- **Diverged:** {counts.diverged_share()} trials"
-                 + (f"; {counts.errors} errored" if counts.errors else "") + ".")  # fmt: skip
+    lines.append(
+        f"- **Diverged:** {counts.diverged_share()}"
+        + (f"; {counts.errors} errored" if counts.errors else "")
+        + "."
+    )
     if claims is not None and len(claims):
         tally = claims["verdict"].value_counts()
         parts = [f"{tally.get(v, 0)} {v}" for v in (an.HOLDS, an.DOES_NOT_HOLD)]
@@ -753,7 +868,9 @@ def _summary(study: StudyFiles, ranking: pd.DataFrame, counts: Counts, claims: p
         lines.append(f"- **Edge of range ({len(edges)}):** " + "; ".join(edges) + ".")
     best_cfg = study.path / "best_config.yaml"
     if best_cfg.is_file():
-        lines.append(f"- **Train the best setting:** {_code(f'python -m tuner.train --config {best_cfg}')}.")
+        lines.append(
+            f"- **Train the best setting:** {_code(f'python -m tuner.train --config {best_cfg}')}."
+        )
     command = study.meta.get("command")
     if command:
         lines.append(f"- **Reproduce the study:** {_code(_command_text(command))}.")
@@ -764,15 +881,13 @@ def _summary(study: StudyFiles, ranking: pd.DataFrame, counts: Counts, claims: p
 def _command_text(command: Any) -> str:
     """The command from study.yaml as one line (it may be stored as a list of arguments)."""
     if isinstance(command, (list, tuple)):
-        import shlex
-
         return shlex.join(str(c) for c in command)
     return " ".join(str(command).split())
 
 
 def _study_section(study: StudyFiles, ranking: pd.DataFrame, counts: Counts) -> list[str]:
     """The summary table, then the searched space and package versions."""
-    search = study.meta.get("search") if isinstance(study.meta.get("search"), dict) else {}
+    search = _mapping(study.meta, "search")
     best = ranking.iloc[0] if len(ranking) else None
     rows: list[tuple[str, str]] = [
         ("study", study.name),
@@ -796,8 +911,14 @@ def _study_section(study: StudyFiles, ranking: pd.DataFrame, counts: Counts) -> 
     rows.append(("command", _code(_command_text(command)) if command else "- (not in study.yaml)"))
     lines = [H_STUDY, "", _md_table(pd.DataFrame(rows, columns=["", "value"])), ""]
     if study.space:
-        lines += ["Searched space (from study.yaml):", "", "```yaml",
-                  yaml.safe_dump(study.space, sort_keys=False).rstrip(), "```", ""]  # fmt: skip
+        lines += [
+            "Searched space (from study.yaml):",
+            "",
+            "```yaml",
+            yaml.safe_dump(study.space, sort_keys=False).rstrip(),
+            "```",
+            "",
+        ]
     versions = study.meta.get("versions")
     if isinstance(versions, dict) and versions:
         lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", ""]
@@ -811,21 +932,24 @@ def _image(rel: str, alt: str) -> str:
     return f"![{alt}]({rel})"
 
 
-def _ablation_sections(study: StudyFiles, setup: an.AblationSetup, claims: pd.DataFrame) -> list[str]:
+def _ablation_sections(
+    study: StudyFiles, setup: an.AblationSetup, claims: pd.DataFrame
+) -> list[str]:
     """The per-case table (with how E, S and the target were chosen) and the claims table."""
     metrics = an.trial_metrics(study.trials, study.epochs, setup)
     table = an.case_summary(metrics, setup)
     lines = [
-        H_ABLATION, "",
+        H_ABLATION,
+        "",
         f"Every cell is the mean [min-max] over the case's seeds. Loss after **E = {setup.epoch}** "
         "epochs (the shortest, over cases, of each case's longest non-diverged run) and after "
-        f"**S = {an.fmt(setup.seconds, 3)} s** of training (the same rule on `time_total_s`; a run "
+        f"**S = {an.fmt(setup.seconds, 3)} s** of training (the same rule on `train_time_s`; a run "
         "that ended earlier keeps its last loss, a diverged run counts as inf). Target loss "
         f"**{an.fmt(setup.target)}** = {setup.target_source}. A spike is an excursion above "
         f"**{setup.factor:g} x** the best loss so far, counted once per excursion (a blow-up "
         "counts). Final chunks N: the schedule's chunk count at the last epoch (1 = whole series).",
         "",
-    ]  # fmt: skip
+    ]
     lines += [_md_table(table) if len(table) else "No finished case runs.", ""]
     lines += [H_CLAIMS, "", "Verdict rule: " + an.VERDICT_RULE, "", _md_table(claims), ""]
     return lines
@@ -870,8 +994,9 @@ def _diverged_table(study: StudyFiles, limit: int = 20) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-def make_report(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None
-                ) -> Path:  # fmt: skip
+def make_report(
+    study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None
+) -> Path:
     """Write ``report.md`` and ``plots/*.png`` for the study in ``study_dir``; return report.md.
 
     ``out_dir`` defaults to the study folder. Raises ReportError when the folder or its
@@ -882,7 +1007,7 @@ def make_report(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
     out = Path(out_dir) if out_dir is not None else study.path
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    search = study.meta.get("search") if isinstance(study.meta.get("search"), dict) else {}
+    search = _mapping(study.meta, "search")
     target_loss = search.get("target_loss")
     try:
         target_loss = float(target_loss) if target_loss is not None else None
@@ -905,18 +1030,25 @@ def make_report(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
 
     with _style():
         groups = _curve_groups(study) if has_epochs else []
-        what = "case (mean over seeds, band = min-max)" if study.has_cases \
-            else f"the {TOP_N} best trials"  # fmt: skip
+        what = (
+            "case (mean over seeds, band = min-max)"
+            if study.has_cases
+            else f"the {TOP_N} best trials"
+        )
         lines += [H_CURVES, ""]
         if groups:
-            for axis, fname, label in (("epoch", "loss_vs_epoch.png", "per epoch"),
-                                       ("time_total_s", "loss_vs_seconds.png",
-                                        "per second of training")):  # fmt: skip
+            for axis, fname, label in (
+                ("epoch", "loss_vs_epoch.png", "per epoch"),
+                ("train_time_s", "loss_vs_seconds.png", "per second of training"),
+            ):
                 fig = _plot_curves(study, groups, axis, f"{study.name}: training loss {label}")
                 _save(fig, plots / fname)
                 lines += [_image(f"plots/{fname}", f"training loss {label}"), ""]
-            lines += [f"One line per {what}. Hollow circles: the chunk schedule moved to its next "
-                      "stage; red x: the last finite loss of a run that diverged.", ""]  # fmt: skip
+            lines += [
+                f"One line per {what}. Hollow circles: the chunk schedule moved to its next "
+                "stage; red x: the last finite loss of a run that diverged.",
+                "",
+            ]
         else:
             lines += ["No epochs recorded: no curves to draw.", ""]
 
@@ -927,10 +1059,14 @@ def make_report(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
         keys = searched_keys(study)
         if keys and study.objective in study.trials.columns:
             _save(_plot_axes(study, keys), plots / "axis_objective.png")
-            lines += [_image("plots/axis_objective.png", "objective against each hyperparameter"),
-                      "", "Dots: finished trials (hollow: early-stopped); gold star: the best "
-                      "trial; red x at the top: diverged trials (objective +inf). Grey band: the "
-                      "searched range.", ""]  # fmt: skip
+            lines += [
+                _image("plots/axis_objective.png", "objective against each hyperparameter"),
+                "",
+                "Dots: finished trials (hollow: early-stopped); gold star: the best "
+                "trial; red x at the top: diverged trials (objective +inf). Grey band: the "
+                "searched range.",
+                "",
+            ]
         else:
             lines += ["No searched keys in trials.csv: no axis plot.", ""]
 
@@ -938,12 +1074,20 @@ def make_report(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
         if edges:
             lines += [f"- {w}" for w in edges] + [""]
         else:
-            lines += [f"No best value lies in the outer {an.EDGE_SHARE:.0%} of its searched range "
-                      "(log scale for log ranges).", ""]  # fmt: skip
+            lines += [
+                f"No best value lies in the outer {an.EDGE_SHARE:.0%} of its searched range "
+                "(log scale for log ranges).",
+                "",
+            ]
 
-        lines += [H_DIVERGED, "", f"{counts.diverged_share()} trials diverged. A large share "
-                  "means the ranges reach unstable settings (often the learning rate's upper "
-                  "end): narrow them or add clipping.", ""]  # fmt: skip
+        lines += [
+            H_DIVERGED,
+            "",
+            f"Diverged: {counts.diverged_share()}. A large share "
+            "means the ranges reach unstable settings (often the learning rate's upper "
+            "end): narrow them or add clipping.",
+            "",
+        ]
         div_table = _diverged_table(study)
         if len(div_table):
             lines += [_md_table(div_table), ""]
@@ -954,12 +1098,17 @@ def make_report(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
         if study.has_cases and has_epochs:
             best_ids = [str(t) for t in best_table.get("trial", [])]
             colors = _colors(len(best_ids))
-            best_groups = [Group(f"#{i + 1} {t}", (t,), c)
-                           for i, (t, c) in enumerate(zip(best_ids, colors))]  # fmt: skip
+            best_groups = [
+                Group(f"#{i + 1} {t}", (t,), c)
+                for i, (t, c) in enumerate(zip(best_ids, colors, strict=True))
+            ]
             if best_groups:
-                _save(_plot_curves(study, best_groups, "epoch",
-                                   f"{study.name}: the {TOP_N} best trials"),
-                      plots / "best_trials.png")  # fmt: skip
+                _save(
+                    _plot_curves(
+                        study, best_groups, "epoch", f"{study.name}: the {TOP_N} best trials"
+                    ),
+                    plots / "best_trials.png",
+                )
                 lines += [_image("plots/best_trials.png", "best trials"), ""]
         elif groups:
             lines += ["Their curves are the training curves above.", ""]
@@ -967,9 +1116,13 @@ def make_report(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
         lines += [H_GRAD, ""]
         if groups and "grad_norm_mean" in study.epochs.columns:
             _save(_plot_gradients(study, groups), plots / "grad_norms.png")
-            lines += [_image("plots/grad_norms.png", "gradient norms"), "",
-                      "Top: mean pre-clip global gradient norm per epoch (log scale); bottom: "
-                      "share of optimizer steps whose gradient was clipped.", ""]  # fmt: skip
+            lines += [
+                _image("plots/grad_norms.png", "gradient norms"),
+                "",
+                "Top: mean pre-clip global gradient norm per epoch (log scale); bottom: "
+                "share of optimizer steps whose gradient was clipped.",
+                "",
+            ]
         else:
             lines += ["No gradient norms recorded.", ""]
 
@@ -977,10 +1130,17 @@ def make_report(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
         importance, why = parameter_importance(study)
         if importance is not None:
             _save(_plot_importance(importance, study.name), plots / "importance.png")
-            table = pd.DataFrame({"parameter": importance.index,
-                                  "importance": [an.fmt(v, 3) for v in importance]})  # fmt: skip
-            lines += [why, "", _md_table(table), "", _image("plots/importance.png", "importance"),
-                      ""]  # fmt: skip
+            table = pd.DataFrame(
+                {"parameter": importance.index, "importance": [an.fmt(v, 3) for v in importance]}
+            )
+            lines += [
+                why,
+                "",
+                _md_table(table),
+                "",
+                _image("plots/importance.png", "importance"),
+                "",
+            ]
         else:
             lines += [why, ""]
 
@@ -995,7 +1155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m tuner.report",
         description="Write report.md and plots/*.png for a study folder (results/NAME).",
     )
-    parser.add_argument("study_dir", help="the study folder holding trials.csv, epochs.csv, study.yaml")
+    parser.add_argument(
+        "study_dir", help="the study folder holding trials.csv, epochs.csv, study.yaml"
+    )
     parser.add_argument("--out", default=None, help="output folder (default: the study folder)")
     args = parser.parse_args(argv)
     try:

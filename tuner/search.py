@@ -127,10 +127,9 @@ def plan(args: argparse.Namespace) -> Plan:
     _check_writable(study_dir.parent)
 
     # Validates a data file (or the generator's settings) before Ray starts, and sizes epochs.
-    from tuner.space import resolve
+    from tuner.space import first_config
 
-    config, _ = resolve(spec, {})
-    series = prices(config.data)
+    series = prices(first_config(spec).data)
     steps_per_epoch = sum(len(s) - 1 for s in series)
 
     state = _study_state(study_dir)
@@ -156,8 +155,8 @@ def plan(args: argparse.Namespace) -> Plan:
     if done:
         raise ConfigError(f"--name: study {spec.name!r} already exists in {study_dir}; allowed: "
                           "--resume, --extend N, or another --name")
-    num = 1 if spec.search.algorithm == "grid" else spec.search.num_samples
-    return Plan(spec, study_dir, "search", False, num, spec.search.seed, steps_per_epoch)
+    return Plan(spec, study_dir, "search", False, spec.search.num_samples, spec.search.seed,
+                steps_per_epoch)
 
 
 class StudyFinished(Exception):
@@ -262,7 +261,10 @@ def make_tuner(p: Plan, callbacks: list):
                                 mode=search.mode, sampler=make_sampler(search.sampler, p.seed),
                                 study_name=spec.name, storage=db)
     else:
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
         param_space = tune_space(spec)
+        searcher = BasicVariantGenerator(random_state=p.seed)
     return tune.Tuner(
         trainable,
         param_space=param_space,

@@ -6,6 +6,13 @@ sampler, metric, scheduler, budget) and ``resources`` (per trial). Everything is
 in `load_space`, so that a typo fails in a second with one line naming the file and the key,
 never an hour into a study.
 
+Distributions: ``choice: [..]``, ``uniform: [low, high]``, ``loguniform: [low, high]`` (low > 0),
+``int: [low, high]`` (inclusive; optional ``log: true``), ``grid: [..]`` (Tune's variant
+generator only). Any entry may add ``if: {other.key: [values]}``: it is sampled only when the
+other searched key took one of those values. The special key ``case`` is a ``grid`` (or a
+``choice``, which Optuna can sample) of named settings ``{name: x, train.optimizer: sgd, ...}``
+merged into the config; the trial's ``case`` value is the name.
+
 This is the one module that knows the samplers' quirks:
 
 * ``int: [low, high]`` is INCLUSIVE. Optuna's ``suggest_int`` includes ``high``; Tune's
@@ -27,6 +34,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -150,7 +158,7 @@ class SearchSpec:
     target_unit: str = "seconds"
     """time_to_target in seconds or timesteps."""
     num_samples: int = 16
-    """Trials (optuna/random); for grid, repeats of the whole grid."""
+    """Trials (optuna/random); for grid, passes over the whole grid (default 1 there)."""
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     max_concurrent: int = 2
     """Trials running at once (Tune starts one at a time without a limit)."""
@@ -249,6 +257,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _finite(value: Any) -> bool:
+    """A number that fits a float and is not inf/nan (huge YAML ints overflow float())."""
+    try:
+        return _is_number(value) and math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _pyscalar(value: Any) -> Any:
     """numpy scalars (Tune's randint gives np.int64, not an int) -> plain Python values."""
     item = getattr(value, "item", None)
@@ -287,8 +303,26 @@ def decode_value(key: str, value: Any) -> Any:
     return value
 
 
+_NUMBER_TEXT = re.compile(r"[-+]?(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)([eE][-+]?\d+)?")
+
+
+def _number_text(value: Any) -> Any:
+    """'1e-4' or '2.0e6' -> float: PyYAML (YAML 1.1) reads exponents without a dot or a sign
+    as strings, a trap in every space file; anything else is returned unchanged."""
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        return float(value.strip().replace("_", ""))
+    return value
+
+
 def _coerce(source: str, key: str, value: Any, tp: Any) -> Any:
-    """config.coerce with the file named, and every failure a ConfigError (never Overflow...)."""
+    """config.coerce with the file named, and every failure a ConfigError (never Overflow...).
+
+    Numbers written as YAML 1.1 strings ('1e-4') are accepted for numeric keys."""
+    inner = _strip_optional(tp)
+    if inner in (int, float):
+        value = _number_text(value)
+    elif typing.get_origin(inner) is tuple and isinstance(value, list):
+        value = [_number_text(v) for v in value]
     try:
         return cfg.coerce(key, value, tp)
     except ConfigError as exc:
@@ -446,7 +480,8 @@ class _Loader:
         sched = doc["search"].get("scheduler")
         if self.sched_type_overridden and isinstance(sched, dict):
             # Switching type on the command line drops the file's keys the new type ignores.
-            used = SCHEDULER_KEYS.get(sched.get("type"))  # type: ignore[arg-type]
+            kind = sched.get("type")
+            used = SCHEDULER_KEYS.get(kind) if isinstance(kind, str) else None
             if used is not None:
                 for k in list(sched):
                     if k != "type" and k not in used and k not in self.sched_keys_overridden:
@@ -472,7 +507,7 @@ class _Loader:
         if value is _MISSING:
             value = self.default_name
         bad = (not isinstance(value, str) or not value.strip() or "/" in value or "\\" in value
-               or ".." in value or not value.isprintable())
+               or ".." in value or value.strip() == "." or not value.isprintable())
         if bad:
             self.fail("name", f"got {_short(value)}",
                       "a non-empty study name without '/', '\\' or '..'")
@@ -508,7 +543,8 @@ class _Loader:
                integer: bool = False, nullable: bool = False) -> Any:
         if value is None and nullable:
             return None
-        good = _is_number(value) and math.isfinite(value) and (not integer or value == int(value))
+        value = _number_text(value)
+        good = _finite(value) and (not integer or value == int(value))
         if not good or not ok(value):
             self.fail(key, f"got {_short(value)}", allowed + (" or null" if nullable else ""))
         return int(value) if integer else float(value)
@@ -529,8 +565,10 @@ class _Loader:
             target_loss=self.number("search.target_loss", get("target_loss"), lambda v: True,
                                     "a number", nullable=True),
             target_unit=self.one_of("search.target_unit", get("target_unit"), TARGET_UNITS),
-            num_samples=self.number("search.num_samples", get("num_samples"), lambda v: v >= 1,
-                                    "an integer >= 1", integer=True),
+            # A grid is run num_samples times over: one pass unless asked for more.
+            num_samples=self.number("search.num_samples", raw.get(
+                "num_samples", 1 if raw.get("algorithm") == "grid" else d.num_samples),
+                lambda v: v >= 1, "an integer >= 1", integer=True),
             scheduler=self.parse_scheduler(raw.get("scheduler")),
             max_concurrent=self.number("search.max_concurrent", get("max_concurrent"),
                                        lambda v: v >= 1, "an integer >= 1", integer=True),
@@ -657,7 +695,7 @@ class _Loader:
                           "int for integer keys, choice or grid for others")
             low, high = self.bounds(where, kind, arg, integer=False)
             if kind == "loguniform" and low <= 0:
-                self.fail(where, f"loguniform bounds must be > 0, got [{low:g}, {high:g}]",
+                self.fail(where, f"loguniform bounds must be > 0, got [{low}, {high}]",
                           "0 < low <= high (use uniform to include 0)")
             return Param(key, kind, low=low, high=high, log=kind == "loguniform",
                          condition=condition)
@@ -692,14 +730,15 @@ class _Loader:
             " (both inclusive)" if integer else "")
         if not isinstance(arg, list) or len(arg) != 2:
             self.fail(where, f"{kind} got {_short(arg)}", shape)
+        arg = [_number_text(v) for v in arg]
         for v in arg:
-            ok = _is_number(v) and math.isfinite(v) and (not integer or v == int(v))
+            ok = _finite(v) and (not integer or v == int(v))
             if not ok:
-                self.fail(where, f"{kind} bound {_short(v)} is not {'an integer' if integer else 'a finite number'}",
-                          shape)
+                wanted = "an integer" if integer else "a finite number"
+                self.fail(where, f"{kind} bound {_short(v)} is not {wanted}", shape)
         low, high = (int(v) for v in arg) if integer else (float(v) for v in arg)
         if low > high:
-            self.fail(where, f"{kind} low {low:g} > high {high:g}", shape)
+            self.fail(where, f"{kind} low {low} > high {high}", shape)
         return low, high
 
     def parse_if(self, key: str, raw: Any) -> tuple[str, tuple]:
@@ -786,15 +825,21 @@ class _Loader:
                 self.fail(where, f"{parent} is continuous ({parent_p.kind})",
                           "a key searched with choice, grid or int")
             tp = _key_type(parent)
+            if parent_p.values is not None:
+                domain = ", ".join(str(_plain(v)) for v in parent_p.values)
+            else:
+                domain = f"integers in [{parent_p.low}, {parent_p.high}]"
             coerced = []
             for a in allowed:
-                value = _coerce(self.source, parent, a, tp)
+                try:
+                    value = _coerce(self.source, parent, a, tp)
+                except ConfigError:
+                    self.fail(f"{where}.{parent}", f"value {_short(a)} is not a valid "
+                              f"{parent}", domain)
                 if parent_p.values is not None:
                     occurs = value in parent_p.values
-                    domain = ", ".join(str(_plain(v)) for v in parent_p.values)
                 else:
                     occurs = parent_p.low <= value <= parent_p.high
-                    domain = f"integers in [{parent_p.low}, {parent_p.high}]"
                 if not occurs:
                     self.fail(f"{where}.{parent}", f"value {_short(_plain(value))} never occurs",
                               domain)
@@ -840,6 +885,9 @@ class _Loader:
 
     def cross_check(self, params: Sequence[Param], search: SearchSpec) -> None:
         sched = search.scheduler
+        if sched.type == "pbt" and search.algorithm == "optuna":
+            self.fail("search.scheduler.type", "pbt takes no searcher, and search.algorithm "
+                      "is optuna", "search.algorithm random or grid with pbt")
         for p in params:
             if p.kind == "grid" and search.algorithm == "optuna":
                 self.fail(f"space.{p.key}", "grid needs Tune's own variant generator, and "
@@ -853,9 +901,6 @@ class _Loader:
             if sched.type == "pbt" and p.key in PBT_KEYS and p.condition is not None:
                 self.fail(f"space.{p.key}.if", "pbt mutates this key in every trial",
                           "no if on " + ", ".join(PBT_KEYS) + " with pbt")
-        if sched.type == "pbt" and search.algorithm == "optuna":
-            self.fail("search.scheduler.type", "pbt takes no searcher, and search.algorithm "
-                      "is optuna", "search.algorithm random or grid with pbt")
         if (sched.type == "pbt" and sched.time_attr == "training_iteration"
                 and sched.perturbation_interval % search.checkpoint_every != 0):
             self.fail("search.scheduler.perturbation_interval",
@@ -1070,7 +1115,7 @@ def tune_space(spec: SpaceFile) -> dict[str, Any]:
         out[DRAW_PREFIX + p.key] = domain
         out[p.key] = tune.sample_from(_Gate(p.key, tuple(chain)))
     if spec.search.scheduler.type == "pbt":
-        first = _first_config(spec)
+        first = first_config(spec)
         for key in _pbt_keys(spec, first):
             if key not in out:
                 out[key] = _get_dotted(first.to_dict(), key)
@@ -1094,8 +1139,11 @@ def _get_dotted(tree: Mapping[str, Any], key: str) -> Any:
     return node
 
 
-def _first_config(spec: SpaceFile) -> Config:
-    """The Config of the base with every searched key at its first value."""
+def first_config(spec: SpaceFile) -> Config:
+    """The Config of the base with every searched key at its first value (or low bound).
+
+    The config that validation built first: use it to size or check things before any
+    trial exists (data files, time steps per epoch). `resolve(spec, {})` is an error."""
     values = _assignment(spec.params, {})
     return _build_config(spec.source, _tree_with(spec.base, spec.cases, values))
 
@@ -1122,7 +1170,7 @@ def pbt_mutations(spec: SpaceFile) -> dict[str, Any]:
     PBT multiplies values by 0.8/1.2 between resamples and does not clamp them."""
     from ray import tune
 
-    first = _first_config(spec)
+    first = first_config(spec)
     out: dict[str, Any] = {}
     for key in _pbt_keys(spec, first):
         p = spec.param(key)
@@ -1193,7 +1241,7 @@ def searched_keys(spec: SpaceFile) -> list[str]:
     keys = [p.key for p in spec.params]
     keys.sort(key=lambda k: k != CASE_KEY)  # stable: only moves 'case' to the front
     if spec.search.scheduler.type == "pbt":
-        keys += [k for k in _pbt_keys(spec, _first_config(spec)) if k not in keys]
+        keys += [k for k in _pbt_keys(spec, first_config(spec)) if k not in keys]
     return keys
 
 

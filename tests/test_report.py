@@ -1,0 +1,523 @@
+"""Tests of tuner.report on tiny study folders built by hand in tmp_path.
+
+The fixtures write trials.csv / epochs.csv / study.yaml the way tuner.results lays them out, with
+loss curves shaped on purpose: in one ablation every claim of the article holds, in another each
+one fails (SGD beating Adam, clipping adding spikes, ...), so the verdicts in the report must
+follow from the numbers and not from the case names.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tuner import analysis as an
+from tuner import report
+
+EPOCHS = 60
+SEEDS = (0, 1, 2)
+SCHEDULE = (100, 50, 10, 2, 1)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Shape of one case's loss curve: floor + (start - floor) * exp(-rate * epoch), with the
+    loss multiplied by ``spike_mult`` at the ``spikes`` epochs (one-epoch spikes)."""
+
+    floor: float
+    rate: float
+    spikes: tuple[int, ...] = ()
+    spike_mult: float = 3.0
+    start: float = 2.0
+    sec_per_epoch: float = 1.0
+    schedule: bool = False
+    optimizer: str = "sgd"
+    clip: str = "none"
+
+
+def _epoch_rows(
+    trial_id: str, c: Curve, seed: int, epochs: int = EPOCHS, diverge_at: int | None = None
+) -> list[dict]:
+    """Per-epoch rows of one run; seeds scale the loss by 1% each, so seed ranges are narrow."""
+    rows = []
+    for e in range(1, epochs + 1):
+        loss = (c.floor + (c.start - c.floor) * math.exp(-c.rate * e)) * (1 + 0.01 * seed)
+        if e in c.spikes:
+            loss *= c.spike_mult
+        if diverge_at is not None and e == diverge_at:
+            loss = math.inf
+        stage = min((e - 1) // 15, len(SCHEDULE) - 1) if c.schedule else 0
+        chunks = SCHEDULE[stage] if c.schedule else 1
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "epoch": e,
+                "loss": loss,
+                "val_loss": "",
+                "chunks": chunks,
+                "stage": stage,
+                "lr": 0.01,
+                "grad_norm_mean": 2.0 / e + (5.0 if e in c.spikes else 0.0),
+                "grad_norm_max": 4.0 / e,
+                "clip_fraction": 0.5 if c.clip != "none" else 0.0,
+                "epoch_time_s": c.sec_per_epoch,
+                "steps_per_s": chunks / c.sec_per_epoch,
+                "timesteps": 15 * 20000 * e,
+                "updates": chunks * e,
+                "train_time_s": c.sec_per_epoch * e * (1 + 0.001 * seed),
+            }
+        )
+        if diverge_at is not None and e == diverge_at:
+            break
+    return rows
+
+
+def _trial_row(trial_id: str, rows: list[dict], extra: dict) -> dict:
+    """The trials.csv row summarising a run's epoch rows."""
+    losses = np.array([r["loss"] for r in rows], dtype=float)
+    diverged = not np.isfinite(losses[-1])
+    return {
+        "trial_id": trial_id,
+        "status": "diverged" if diverged else "completed",
+        **extra,
+        "objective": math.inf if diverged else float(np.min(losses)),
+        "best_loss": float(np.min(losses[np.isfinite(losses)])),
+        "final_loss": losses[-1],
+        "auc": float(np.mean(losses)),
+        "epochs": len(rows),
+        "timesteps": rows[-1]["timesteps"],
+        "seconds": rows[-1]["train_time_s"],
+        "diverged_epoch": len(rows) if diverged else "",
+        "error": "",
+    }
+
+
+def write_study(path: Path, trials: list[dict], epochs: list[dict], meta: dict) -> Path:
+    """Write a study folder (trials.csv, epochs.csv, study.yaml) and return it."""
+    path.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(trials).to_csv(path / "trials.csv", index=False)
+    pd.DataFrame(epochs).to_csv(path / "epochs.csv", index=False)
+    (path / "study.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    return path
+
+
+def ablation_study(path: Path, curves: dict[str, Curve], target_loss: float | None = None) -> Path:
+    """An ablation study folder: every case in ``curves`` x SEEDS, with a ``case`` column."""
+    trials, epochs = [], []
+    for case, c in curves.items():
+        for seed in SEEDS:
+            tid = f"{case}_s{seed}"
+            rows = _epoch_rows(tid, c, seed)
+            epochs += rows
+            extra = {
+                "case": case,
+                "train.optimizer": c.optimizer,
+                "train.lr": 0.01,
+                "train.clip.mode": c.clip,
+                "train.schedule.chunks": ",".join(map(str, SCHEDULE)) if c.schedule else "1",
+                "train.seed": seed,
+                "seed": seed,
+            }
+            trials.append(_trial_row(tid, rows, extra))
+    search = {"metric": "objective", "mode": "min", "num_samples": 1}
+    if target_loss is not None:
+        search["target_loss"] = target_loss
+    meta = {
+        "name": path.name,
+        "data": {"preset": "two-modes"},
+        "model": {"lstm_units": 64},
+        "train": {"max_epochs": EPOCHS},
+        "space": {"case": {"grid": list(curves)}, "train.seed": {"grid": list(SEEDS)}},
+        "search": search,
+        "command": f"python -m tuner.search search_spaces/ablation.yaml --name {path.name}",
+        "versions": {"torch": "2.5.0", "ray": "2.60.0", "optuna": "5.0.0"},
+    }
+    return write_study(path, trials, epochs, meta)
+
+
+# Curves under which every claim of the article holds (numbers worked out in the comments).
+HOLDING = {
+    "sgd": Curve(floor=1.0, rate=0.01),  # slow: 1.55 after 60 epochs
+    "rmsprop": Curve(floor=0.5, rate=0.05, spikes=(30,), spike_mult=2.5, optimizer="rmsprop"),
+    "adam": Curve(floor=0.3, rate=0.08, spikes=(20, 40), optimizer="adam"),  # best, 2 spikes
+    "rmsprop-clip": Curve(floor=0.5, rate=0.05, optimizer="rmsprop", clip="norm"),
+    "adam-clip": Curve(floor=0.3, rate=0.08, optimizer="adam", clip="norm"),
+    "sgd-schedule": Curve(floor=0.9, rate=0.1, sec_per_epoch=1.2, schedule=True),
+    "adam-clip-schedule": Curve(
+        floor=0.1, rate=0.15, sec_per_epoch=1.2, schedule=True, optimizer="adam", clip="norm"
+    ),
+    "adam-adaptive-clip": Curve(floor=0.35, rate=0.08, optimizer="adam", clip="adaptive"),
+    "adagrad": Curve(floor=0.8, rate=0.03, optimizer="adagrad"),
+    "adadelta": Curve(floor=1.2, rate=0.02, optimizer="adadelta"),
+}
+
+# Curves under which every claim fails the other way round.
+FAILING = {
+    "sgd": Curve(floor=0.1, rate=0.15),  # SGD is fastest
+    "rmsprop": Curve(floor=0.5, rate=0.05, spikes=(20, 40), optimizer="rmsprop"),  # 2 spikes
+    "adam": Curve(floor=0.8, rate=0.03, spikes=(30,), optimizer="adam"),  # worse, 1 spike
+    "rmsprop-clip": Curve(
+        floor=0.6, rate=0.05, spikes=(15, 30, 45), optimizer="rmsprop", clip="norm"
+    ),
+    "adam-clip": Curve(floor=1.0, rate=0.03, spikes=(15, 30, 45), optimizer="adam", clip="norm"),
+    "sgd-schedule": Curve(floor=1.5, rate=0.01, sec_per_epoch=1.2, schedule=True),
+    "adam-clip-schedule": Curve(
+        floor=2.0,
+        rate=0.005,
+        start=2.5,
+        sec_per_epoch=1.2,
+        schedule=True,
+        optimizer="adam",
+        clip="norm",
+    ),
+    "adam-adaptive-clip": Curve(
+        floor=0.9, rate=0.03, spikes=(15, 30, 45), optimizer="adam", clip="adaptive"
+    ),
+    "adagrad": Curve(floor=0.7, rate=0.03, optimizer="adagrad"),
+    "adadelta": Curve(floor=1.2, rate=0.02, optimizer="adadelta"),
+}
+
+SECTIONS_ALWAYS = [
+    report.H_SUMMARY,
+    report.H_STUDY,
+    report.H_CURVES,
+    report.H_SEARCH,
+    report.H_AXIS,
+    report.H_EDGES,
+    report.H_DIVERGED,
+    report.H_BEST,
+    report.H_GRAD,
+    report.H_IMPORTANCE,
+]
+
+
+def _image_links(text: str) -> list[str]:
+    """Relative targets of the markdown image links in a report."""
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+
+
+def _verdicts(path: Path) -> dict[str, str]:
+    """Claim -> verdict, recomputed from the folder's files with the report's own reader."""
+    study = report.load_study(path)
+    claims = an.claims_table(study.trials, study.epochs)
+    return dict(zip(claims["claim"], claims["verdict"], strict=True))
+
+
+@pytest.fixture(scope="module")
+def holding(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ablation folder, reported once, where every claim holds."""
+    path = ablation_study(tmp_path_factory.mktemp("abl") / "ablation-holds", HOLDING)
+    report.make_report(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def failing(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ablation folder where every claim fails."""
+    return ablation_study(tmp_path_factory.mktemp("abl") / "ablation-fails", FAILING)
+
+
+# --------------------------------------------------------------------------------------------
+# Ablation studies
+# --------------------------------------------------------------------------------------------
+
+
+def test_report_ablation_has_every_section_and_plot(holding: Path) -> None:
+    text = (holding / "report.md").read_text()
+    # Rule: every section is present, in order, ablation sections included.
+    expected = [*SECTIONS_ALWAYS[:3], report.H_ABLATION, report.H_CLAIMS, *SECTIONS_ALWAYS[3:]]
+    positions = [text.index(h + "\n") for h in expected]
+    assert positions == sorted(positions)
+    # Rule: every plot is a PNG under plots/, linked relatively, and every link resolves.
+    links = _image_links(text)
+    for name in ("loss_vs_epoch", "loss_vs_seconds", "axis_objective", "best_trials", "grad_norms"):
+        assert f"plots/{name}.png" in links
+    for link in links:
+        assert not Path(link).is_absolute()
+        png = holding / link
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # No temporary files left behind by the atomic writes.
+    assert not [p for p in holding.rglob("*.tmp")]
+
+
+def test_report_ablation_states_rule_target_and_factor(holding: Path) -> None:
+    text = (holding / "report.md").read_text()
+    assert "Verdict rule:" in text and "do not overlap" in text
+    # Rule: without search.target_loss the target is 1.1 x sgd's best final loss, and it says so.
+    assert "1.1 x the best final loss of the article's baseline `sgd`" in text
+    assert "**1.5 x** the best loss so far" in text
+    # Rule: the command that reproduces the study is shown.
+    assert "python -m tuner.search search_spaces/ablation.yaml --name ablation-holds" in text
+
+
+def test_claims_hold_when_curves_say_so(holding: Path) -> None:
+    verdicts = _verdicts(holding)
+    assert len(verdicts) == 12
+    # Rule: every claim's difference is beyond the seed spread in the claimed direction.
+    assert verdicts == {claim: an.HOLDS for claim in verdicts}
+    text = (holding / "report.md").read_text()
+    assert "12 holds, 0 does not hold, 0 unclear" in text
+
+
+def test_claims_do_not_hold_when_curves_contradict(failing: Path) -> None:
+    verdicts = _verdicts(failing)
+    # Rule: SGD beating Adam, clipping adding spikes, etc. -> "does not hold", each one.
+    assert verdicts == {claim: an.DOES_NOT_HOLD for claim in verdicts}
+    report.make_report(failing)
+    text = (failing / "report.md").read_text()
+    assert "0 holds, 12 does not hold, 0 unclear" in text
+    # Rule: the summary names the best setting and compares it with the sgd baseline;
+    # here sgd itself is best.
+    assert "- **Best setting:** case `sgd`" in text
+    assert "the baseline `sgd` is itself the best setting" in text
+
+
+def test_summary_quantifies_gain_over_baseline(holding: Path) -> None:
+    text = (holding / "report.md").read_text()
+    summary = text.split(report.H_STUDY)[0]
+    assert "- **Best setting:** case `adam-clip-schedule`" in summary
+    assert "mean over 3 seeds, min-max" in summary
+    assert "lower than the article's baseline `sgd`" in summary
+    assert "larger than the seed spread" in summary
+
+
+def test_missing_cases_make_claims_unclear(tmp_path: Path) -> None:
+    # Rule: a claim whose cases were not run is "unclear (case missing)", naming the case.
+    path = ablation_study(tmp_path / "partial", {k: HOLDING[k] for k in ("sgd", "adam")})
+    study = report.load_study(path)
+    claims = an.claims_table(study.trials, study.epochs).set_index("claim")
+    assert claims.loc["1b. Adam beats SGD", "verdict"] == an.HOLDS
+    assert claims.loc["1a. RMSprop beats SGD", "verdict"] == an.CASE_MISSING
+    assert claims.loc["1a. RMSprop beats SGD", "measured"] == "case missing: rmsprop"
+    most = "4. Adam + clipping + schedule is the most efficient of all"
+    assert claims.loc[most, "verdict"] == an.CASE_MISSING
+
+
+def test_overlapping_seeds_make_claims_unclear(tmp_path: Path) -> None:
+    # Rule: when one seed of Adam is as bad as SGD, the ranges overlap: unclear, not holds.
+    curves = {"sgd": HOLDING["sgd"], "adam": HOLDING["adam"]}
+    path = ablation_study(tmp_path / "overlap", curves)
+    epochs = pd.read_csv(path / "epochs.csv", dtype={"trial_id": str})
+    bad = epochs["trial_id"] == "adam_s2"
+    epochs.loc[bad, "loss"] = epochs.loc[bad, "loss"] * 10
+    epochs.to_csv(path / "epochs.csv", index=False)
+    assert _verdicts(path)["1b. Adam beats SGD"] == an.UNCLEAR
+
+
+def test_target_loss_from_study_yaml_is_used(tmp_path: Path) -> None:
+    path = ablation_study(
+        tmp_path / "tgt", {k: HOLDING[k] for k in ("sgd", "adam")}, target_loss=0.75
+    )
+    out = report.make_report(path, tmp_path / "out")
+    text = out.read_text()
+    # Rule: search.target_loss wins over the 1.1 x baseline rule, and the report says so.
+    assert "**0.75** = search.target_loss of study.yaml" in text
+    # Rule: --out puts report.md and plots/ there, not in the study folder.
+    assert out == tmp_path / "out" / "report.md"
+    assert (tmp_path / "out" / "plots" / "loss_vs_epoch.png").is_file()
+    assert not (path / "report.md").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# A plain search (no case column)
+# --------------------------------------------------------------------------------------------
+
+SEARCH_SPACE = {
+    "train.optimizer": {"choice": ["sgd", "rmsprop", "adam"]},
+    "train.lr": {"loguniform": [1e-4, 0.1]},
+    "train.clip.mode": {"choice": ["none", "norm"]},
+    "train.clip.threshold": {"uniform": [0.5, 5.0], "if": "train.clip.mode == 'norm'"},
+}
+
+
+def plain_study(path: Path, n: int = 16, with_db: bool = False) -> Path:
+    """A random search where lower loss comes with larger lr, so the best lr (0.098) sits at the
+    upper edge of [1e-4, 0.1]; three sgd trials at large lr diverge and one errors."""
+    rng = np.random.default_rng(0)
+    lrs = np.exp(rng.uniform(math.log(2e-4), math.log(0.05), size=n))
+    lrs[0] = 0.098
+    trials, epochs = [], []
+    for i, lr in enumerate(lrs):
+        tid = f"t{i:03d}"
+        opt = ["adam", "rmsprop", "sgd"][i % 3]
+        clip = "norm" if i % 2 == 0 else "none"
+        floor = 0.2 + 0.1 * (-math.log10(lr))  # larger lr -> lower loss
+        diverge = 8 if i in (4, 7, 10) else None
+        rows = _epoch_rows(
+            tid, Curve(floor=floor, rate=0.3, clip=clip), 0, epochs=12, diverge_at=diverge
+        )
+        extra = {
+            "case": "",
+            "train.optimizer": opt,
+            "train.lr": lr,
+            "train.clip.mode": clip,
+            "train.clip.threshold": round(1.0 + 0.2 * i, 2) if clip == "norm" else "",
+            "seed": 0,
+        }
+        epochs += rows
+        trials.append(_trial_row(tid, rows, extra))
+    trials.append(
+        {
+            "trial_id": "t999",
+            "status": "error",
+            "case": "",
+            "train.optimizer": "adam",
+            "train.lr": 0.001,
+            "train.clip.mode": "none",
+            "objective": "",
+            "error": "RuntimeError: boom",
+        }
+    )
+    meta = {
+        "name": path.name,
+        "space": SEARCH_SPACE,
+        "search": {"metric": "objective", "mode": "min", "num_samples": n},
+        "command": f"python -m tuner.search search_spaces/lr.yaml --name {path.name}",
+    }
+    write_study(path, trials, epochs, meta)
+    if with_db:
+        _write_optuna_db(path, trials)
+    return path
+
+
+def _write_optuna_db(path: Path, trials: list[dict]) -> None:
+    """An Optuna SQLite storage holding the finished trials (unconditional keys only)."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=path.name, storage=f"sqlite:///{path / 'optuna.db'}")
+    dists = {
+        "train.lr": FloatDistribution(1e-4, 0.1, log=True),
+        "train.optimizer": CategoricalDistribution(["sgd", "rmsprop", "adam"]),
+    }
+    for t in trials:
+        if t["status"] != "completed":
+            continue
+        params = {"train.lr": float(t["train.lr"]), "train.optimizer": t["train.optimizer"]}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params, distributions=dists, value=float(t["objective"])
+            )
+        )
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A plain search folder with an optuna.db, reported once."""
+    path = plain_study(tmp_path_factory.mktemp("plain") / "lr-search", n=16, with_db=True)
+    report.make_report(path)
+    return path
+
+
+def test_plain_search_report(plain: Path) -> None:
+    text = (plain / "report.md").read_text()
+    for header in SECTIONS_ALWAYS:
+        assert header + "\n" in text
+    # Rule: no case column -> no ablation table and no claims table.
+    assert report.H_ABLATION not in text and report.H_CLAIMS not in text
+    assert "Verdict rule" not in text
+    # Rule: the axis plot exists and is linked; curves of the best trials too.
+    links = _image_links(text)
+    expected = {
+        "plots/axis_objective.png",
+        "plots/loss_vs_epoch.png",
+        "plots/loss_vs_seconds.png",
+        "plots/grad_norms.png",
+        "plots/importance.png",
+    }
+    assert expected <= set(links)
+    for link in links:
+        assert (plain / link).read_bytes()[:4] == b"\x89PNG"
+    # Rule: best lr 0.098 in the top 10% of [1e-4, 0.1] (log scale) -> an edge warning.
+    assert "train.lr: best 0.098 is near the upper edge of [0.0001, 0.1] (log scale)" in text
+    # Rule: the share of diverged trials is stated (3 of 16 finished; the error is not finished).
+    assert "3 of 16 finished trials (19%)" in text
+    # Rule: without sgd the baseline is the median trial, and one run per config says so.
+    assert "than the median trial" in text
+    assert "one run only" in text
+    assert "python -m tuner.search search_spaces/lr.yaml --name lr-search" in text
+
+
+def test_plain_search_importance_from_optuna_db(plain: Path) -> None:
+    text = (plain / "report.md").read_text()
+    # Rule: >= 10 completed trials in optuna.db -> an importance table and plot.
+    section = text.split(report.H_IMPORTANCE)[1]
+    assert "| train.lr |" in section and "plots/importance.png" in section
+
+
+def test_importance_skipped_with_few_trials_or_no_db(tmp_path: Path) -> None:
+    # Rule: fewer than 10 completed trials -> skipped gracefully, with the count.
+    few = report.load_study(plain_study(tmp_path / "few", n=8, with_db=True))
+    importance, why = report.parameter_importance(few)
+    assert importance is None and "completed trials in optuna.db (10 needed)" in why
+    # Rule: no optuna.db -> skipped, with the reason.
+    (tmp_path / "few" / "optuna.db").unlink()
+    importance, why = report.parameter_importance(report.load_study(tmp_path / "few"))
+    assert importance is None and "No optuna.db in the study folder" in why
+
+
+def test_importance_failure_is_a_sentence(tmp_path: Path) -> None:
+    # Rule: a storage Optuna cannot read (here: not a database) is reported, not raised.
+    path = plain_study(tmp_path / "broken", n=4)
+    (path / "optuna.db").write_text("not sqlite")
+    importance, why = report.parameter_importance(report.load_study(path))
+    assert importance is None and why.startswith("Parameter importance could not be computed")
+
+
+def _bare_study(path: Path) -> Path:
+    """A folder with only a two-row trials.csv."""
+    path.mkdir()
+    pd.DataFrame(
+        {
+            "trial_id": ["a", "b"],
+            "status": ["completed", "diverged"],
+            "objective": [0.5, math.inf],
+            "train.lr": [0.01, 0.1],
+        }
+    ).to_csv(path / "trials.csv", index=False)
+    return path
+
+
+def test_report_tolerates_missing_optional_files(tmp_path: Path) -> None:
+    # Rule: only trials.csv is required; no epochs.csv / study.yaml -> notes, not a crash.
+    text = report.make_report(_bare_study(tmp_path / "bare")).read_text()
+    assert "epochs.csv is missing" in text and "study.yaml is missing" in text
+    assert "No epochs recorded" in text
+    assert "1 of 2 finished trials (50%)" in text
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def test_cli_missing_folder_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = report.main([str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    # Rule: exit 2, exactly one line on stderr, no traceback.
+    assert rc == 2
+    assert err.count("\n") == 1 and "not found" in err and "Traceback" not in err
+
+
+def test_cli_missing_trials_csv_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert report.main([str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trials.csv" in err
+
+
+def test_cli_writes_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _bare_study(tmp_path / "cli")
+    assert report.main([str(path), "--out", str(tmp_path / "o")]) == 0
+    assert Path(capsys.readouterr().out.strip()) == tmp_path / "o" / "report.md"
+    assert (tmp_path / "o" / "report.md").is_file()
