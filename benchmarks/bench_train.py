@@ -35,7 +35,6 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
@@ -113,12 +112,13 @@ class Bare:
             self.xs = [data.inputs(a, b).contiguous() for a, b in self.bounds]
             self.ys = [data.targets[:, a:b].contiguous() for a, b in self.bounds]
 
-    def epoch(self) -> tuple[float, float]:
-        """One epoch under the bare arm's own RNG stream; (seconds, epoch loss)."""
+    def epoch(self) -> tuple[float, float, float]:
+        """One epoch under the bare arm's own RNG stream; (wall s, CPU s, epoch loss)."""
         outer = torch.get_rng_state()
         torch.set_rng_state(self.rng)
         model, opt, data = self.model, self.opt, self.data
         losses = []
+        cpu = time.process_time()
         start = time.perf_counter()
         hidden = None
         for i, (a, b) in enumerate(self.bounds):
@@ -134,11 +134,12 @@ class Bare:
             hidden = (hidden[0].detach(), hidden[1].detach())
             losses.append(loss.detach())
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         self.rng = torch.get_rng_state()
         torch.set_rng_state(outer)
         sizes = [b - a for a, b in self.bounds]
         loss_value = sum(float(v) * s for v, s in zip(losses, sizes)) / sum(sizes)
-        return elapsed, loss_value
+        return elapsed, cpu, loss_value
 
 
 # ---------------------------------------------------------------- one case, both arms
@@ -151,21 +152,27 @@ def run_case(scale: str, n: int, k: int, materialise: bool, prepared: Prepared) 
     tuner_times: list[float] = []
     tuner_inner: list[float] = []
     bare_times: list[float] = []
+    tuner_cpu: list[float] = []
+    bare_cpu: list[float] = []
     tuner_losses: list[float] = []
     bare_losses: list[float] = []
-    mark = [0.0]
+    mark = [0.0, 0.0]  # wall, CPU time at the end of the previous callback
 
     def on_epoch(record: dict, state) -> bool:
-        now = time.perf_counter()
+        now, cpu_now = time.perf_counter(), time.process_time()
         tuner_times.append(now - mark[0])
+        tuner_cpu.append(cpu_now - mark[1])
         tuner_inner.append(record["epoch_time_s"])
         tuner_losses.append(record["loss"])
-        sec, loss = bare.epoch()
+        sec, cpu, loss = bare.epoch()
         bare_times.append(sec)
+        bare_cpu.append(cpu)
         bare_losses.append(loss)
+        mark[1] = time.process_time()
         mark[0] = time.perf_counter()
         return False
 
+    mark[1] = time.process_time()
     mark[0] = time.perf_counter()
     result = fit(cfg, on_epoch=on_epoch, data=prepared)
     if result.status != "completed" or len(tuner_times) != 1 + k:
@@ -178,6 +185,8 @@ def run_case(scale: str, n: int, k: int, materialise: bool, prepared: Prepared) 
         "case": scale, "n": n, "k": k, "steps": steps,
         "tuner_s": t_med, "bare_s": b_med, "ratio": t_med / b_med,
         "tuner_steps_per_s": steps / t_med,
+        "cpu_ratio": statistics.median(tuner_cpu[1:]) / statistics.median(bare_cpu[1:]),
+        "tuner_cpu": tuner_cpu, "bare_cpu": bare_cpu,
         "tuner_times": tuner_times, "tuner_inner": tuner_inner, "bare_times": bare_times,
         "loss_rel_diff": rel, "tuner_loss": tuner_losses[-1], "bare_loss": bare_losses[-1],
     }
@@ -274,6 +283,9 @@ def details(rows: list[dict], memory: dict[tuple[str, int, str], dict]) -> str:
         out.append(f"  {r['case']} N={r['n']}: tuner fit {fmt(r['tuner_times'])} | tuner "
                    f"train_epoch {fmt(r['tuner_inner'])} | bare {fmt(r['bare_times'])} | "
                    f"loss max rel diff tuner vs bare {r['loss_rel_diff']:.1e}")
+        out.append(f"    CPU time (process_time, less sensitive to other workers): tuner "
+                   f"{fmt(r['tuner_cpu'])} | bare {fmt(r['bare_cpu'])} | median ratio "
+                   f"{r['cpu_ratio']:.3f}")
     if memory:
         out.append("memory children (MB, ru_maxrss): after imports / after data / peak; epochs")
         for (case, n, arm), m in sorted(memory.items()):

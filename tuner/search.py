@@ -166,16 +166,23 @@ class StudyFinished(Exception):
 # ---------------------------------------------------------------- Ray side
 
 
-def start_ray(args: argparse.Namespace) -> str | None:
-    """Join `--address` or start a local instance; returns the dashboard URL if there is one."""
+def start_ray(args: argparse.Namespace) -> tuple[str | None, bool]:
+    """Join `--address` or start a local instance.
+
+    Returns (dashboard URL or None, whether this call started Ray and so must shut it down).
+    An already initialised Ray (a notebook, a test session) is used as it is."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the compact one-table progress display
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
+    if ray.is_initialized():
+        return None, False
     if args.address:
-        ctx = ray.init(address=args.address, log_to_driver=True)
-        return ctx.dashboard_url or None
+        ctx = ray.init(address=args.address)
+        return ctx.dashboard_url or None, True
     ctx = ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=args.dashboard,
                    dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
-    return ctx.dashboard_url if args.dashboard else None
+    return (ctx.dashboard_url if args.dashboard else None), True
 
 
 def check_resources(spec: SpaceFile) -> None:
@@ -195,7 +202,12 @@ def check_resources(spec: SpaceFile) -> None:
 
 
 def make_sampler(name: str, seed: int):
+    import warnings
+
     import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     samplers = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
@@ -274,7 +286,13 @@ def make_tuner(p: Plan, callbacks: list):
             time_budget_s=search.time_budget_s, reuse_actors=False,
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
         run_config=tune.RunConfig(
-            name=p.experiment, storage_path=storage, verbose=1, callbacks=callbacks,
+            name=p.experiment, storage_path=storage, callbacks=callbacks,
+            progress_reporter=tune.CLIReporter(
+                parameter_columns={k: k.rsplit(".", 1)[-1] for k in searched_keys(spec)},
+                metric_columns={"epoch": "epoch", "chunks": "N", "loss": "loss",
+                                "objective": "objective"},
+                max_report_frequency=15, max_progress_rows=12),
+            verbose=1,
             failure_config=tune.FailureConfig(max_failures=search.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
     )
@@ -409,7 +427,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
     import ray
 
-    url = start_ray(args)
+    url, owned = start_ray(args)
     try:
         if url:
             print(f"Ray dashboard: http://{url}  (no authentication beyond Ray's token: keep it "
@@ -423,7 +441,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         grid = tuner.fit()
         elapsed = time.monotonic() - started
     finally:
-        ray.shutdown()
+        if owned:
+            ray.shutdown()
 
     why = _why_finished(p, grid, elapsed)
     state["experiments"][-1].update(finished=bool(why), why=why)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import os
 import tempfile
@@ -53,6 +54,8 @@ def _restore() -> dict[str, Any] | None:
 
 def run_trial(params: dict[str, Any], spec: SpaceFile) -> None:
     """Tune function trainable; `spec` comes through `tune.with_parameters`."""
+    for name in ("ray.train", "ray.tune"):  # one line per checkpoint drowns the trial table
+        logging.getLogger(name).setLevel(logging.WARNING)
     config, used = resolve(spec, params)
     config = _placed(config)
     search = spec.search
