@@ -18,3 +18,13 @@ def tiny(**overrides) -> config_mod.Config:
 @pytest.fixture
 def tiny_config():
     return tiny
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One small local Ray instance shared by every in-process search test (starting one costs
+    seconds); `tuner.search.main` reuses an initialised Ray instead of starting its own."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -54,3 +54,21 @@ def test_model_detach_cuts_gradient_at_boundary():
     q2, _ = net(torch.randn(2, 4, 5), detach_state(state))
     q2.sum().backward()
     assert x1.grad is None
+
+
+def test_model_segmented_lstm_same_outputs_and_gradients():
+    # Rule: checkpointed LSTM segments change memory, not math: same outputs and gradients.
+    torch.manual_seed(0)
+    plain = QNet(5, 2, ModelConfig(dense_units=6, lstm_units=7, noise_std=0.0, lstm_segment=0))
+    seg = QNet(5, 2, ModelConfig(dense_units=6, lstm_units=7, noise_std=0.0, lstm_segment=16))
+    seg.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 50, 5)
+    outs = []
+    for net in (plain, seg):
+        q, (h, c) = net(x)
+        (q.square().sum() + h.sum()).backward()
+        outs.append((q, h, [p.grad.clone() for p in net.parameters()]))
+    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-6)
+    assert torch.allclose(outs[0][1], outs[1][1], atol=1e-6)
+    for g0, g1 in zip(outs[0][2], outs[1][2]):
+        assert torch.allclose(g0, g1, atol=1e-5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from tuner.config import ModelConfig
 
@@ -44,11 +45,34 @@ class QNet(nn.Module):
         )
         self.lstm = nn.LSTM(cfg.dense_units, cfg.lstm_units, num_layers=2, batch_first=True)
         self.head = nn.Linear(cfg.lstm_units, n_actions)
+        self.segment = cfg.lstm_segment
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """x: (batch, steps, n_inputs) -> (q: (batch, steps, n_actions), state after the last step)."""
-        out, state = self.lstm(self.dense(x), state)
+        z = self.dense(x)
+        if self.segment and z.shape[1] > self.segment and torch.is_grad_enabled():
+            out, state = self._segmented_lstm(z, state)
+        else:
+            out, state = self.lstm(z, state)
         return self.head(out), state
+
+    def _segmented_lstm(self, z: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        # The LSTM's saved activations grow with the chunk length (over 1 GB per layer for
+        # 15 x 20,000 steps); recomputing them per segment in backward bounds that.
+        if state is None:
+            zeros = z.new_zeros(self.lstm.num_layers, z.shape[0], self.lstm.hidden_size)
+            state = (zeros, zeros)
+        outs = []
+        for start in range(0, z.shape[1], self.segment):
+            piece = z[:, start:start + self.segment]
+            out, h, c = checkpoint(self._lstm_flat, piece, *state, use_reentrant=False)
+            outs.append(out)
+            state = (h, c)
+        return torch.cat(outs, dim=1), state
+
+    def _lstm_flat(self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        out, (h, c) = self.lstm(z, (h, c))
+        return out, h, c
 
 
 def detach_state(state: State | None) -> State | None:

@@ -294,7 +294,9 @@ def make_tuner(p: Plan, callbacks: list):
                 max_report_frequency=15, max_progress_rows=12),
             verbose=1,
             failure_config=tune.FailureConfig(max_failures=search.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+            # PBT exploits other trials' checkpoints: keeping only the newest ones loses them.
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=None if spec.search.scheduler.type == "pbt" else 2)),
     )
 
 

@@ -1,0 +1,256 @@
+"""Reliability: every test injects a REAL fault into a search and checks what survives it.
+
+Faults: a trial process SIGKILLed mid-trial, the driver SIGKILLed mid-search (then --resume),
+a file write killed half-way, a trial that raises, a trial whose loss goes non-finite, a results
+folder that cannot be written (and a disk that fills up), a second node of a cluster dying.
+
+Searches run as real `python -m tuner.search` subprocesses (a process is killed) or in-process
+(`tuner.search.main`, which starts and stops its own local Ray), always at smoke size, with
+--results-dir under pytest's tmp_path. Every process a test starts is ended by its id, never by
+name and never with `ray stop` (that would end every Ray on the machine).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import math
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+import pytest
+import yaml
+
+try:
+    import psutil
+except ImportError:  # Ray ships psutil in its vendored packages and puts them on sys.path
+    import ray  # noqa: F401
+    import psutil
+
+from tuner import results as results_mod
+from tuner import search as search_mod
+from tuner.results import atomic_write_text, write_tables
+from tuner.space import load_space, resolve
+from tuner.train import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Smoke-sized base of every space file here (fixed config: no search noise in what is checked).
+BASE: dict[str, Any] = {
+    "data": {"preset": "two-modes", "n_series": 4, "length": 300, "window": 16, "seed": 0},
+    "model": {"dense_units": 8, "lstm_units": 8, "noise_std": 0.1},
+    "train": {"max_epochs": 4, "threads": 1, "optimizer": "adam", "lr": 0.01},
+    "search": {"algorithm": "random", "num_samples": 1, "scheduler": {"type": "fifo"},
+               "max_concurrent": 1, "checkpoint_every": 1, "max_failures": 0, "seed": 0},
+    "resources": {"cpu": 1, "gpu": 0},
+}
+
+
+def write_space(folder: Path, name: str, space: dict[str, Any], **sections: dict) -> Path:
+    """A space file `name.yaml` = BASE with `sections` merged in (one level deep)."""
+    doc: dict[str, Any] = {"name": name}
+    for sec, values in BASE.items():
+        doc[sec] = {**values, **sections.get(sec, {})}
+    doc["space"] = space
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def search_cmd(space: Path, results: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tuner.search", "--space", str(space), "--results-dir",
+            str(results), "--no-dashboard", "--no-report", *extra]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)  # never attach to a Ray that happens to run here
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def start(cmd: list[str], log: Path, **env: str) -> subprocess.Popen:
+    """A subprocess in its own session (so its leftovers can be found), output to `log`."""
+    fh = log.open("ab")
+    try:
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=_env(**env),
+                                start_new_session=True)
+    finally:
+        fh.close()
+
+
+def finish(proc: subprocess.Popen, log: Path, timeout: float) -> int:
+    """Wait for `proc`; on timeout kill its whole tree and fail with the tail of its log."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)
+        pytest.fail(f"{proc.args} still running after {timeout} s:\n{tail(log)}")
+
+
+def tail(log: Path, n: int = 60) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else ""
+
+
+def poll(predicate: Callable[[], Any], timeout: float, what: str,
+         proc: subprocess.Popen | None = None, log: Path | None = None, every: float = 0.05):
+    """Call `predicate` until it returns something truthy (returned) or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"process ended (rc {proc.returncode}) before {what}:\n"
+                        f"{tail(log) if log else ''}")
+        time.sleep(every)
+    if proc is not None:
+        kill_tree(proc.pid)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}\n{tail(log) if log else ''}")
+
+
+# ---------------------------------------------------------------- processes
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _session_dirs(procs: Iterable[psutil.Process]) -> set[str]:
+    """Ray session folders named in these processes' command lines (`--session-dir=...`)."""
+    found = set()
+    for p in procs:
+        try:
+            for arg in p.cmdline():
+                for key in ("--session-dir=", "--session_dir="):
+                    if arg.startswith(key):
+                        found.add(arg[len(key):])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def processes_of_sessions(sessions: set[str]) -> list[psutil.Process]:
+    """Every live process whose command line names one of these Ray session folders."""
+    if not sessions:
+        return []
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(p.info.get("cmdline") or ())
+        if any(s in cmdline for s in sessions) and p.pid != os.getpid():
+            out.append(p)
+    return out
+
+
+def kill_procs(procs: Iterable[psutil.Process]) -> None:
+    procs = list(procs)
+    for p in procs:
+        try:
+            p.kill()  # SIGKILL to this pid
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL `pid`, its descendants and any process of the Ray session(s) they ran."""
+    tree = descendants(pid)
+    sessions = _session_dirs(tree)
+    try:
+        tree.append(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        pass
+    kill_procs(tree)
+    kill_procs(processes_of_sessions(sessions))
+
+
+# ---------------------------------------------------------------- what Tune and the tables hold
+
+
+def trial_results(study_dir: Path, experiment: str = "search") -> dict[str, list[dict]]:
+    """{trial folder name: [results in result.json order]} (a line cut by a kill is skipped)."""
+    out: dict[str, list[dict]] = {}
+    for path in sorted((study_dir / "ray" / experiment).glob("trial_*/result.json")):
+        rows = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        out[path.parent.name] = rows
+    return out
+
+
+def assert_each_epoch_once(epochs: pd.DataFrame, trial_id: str, max_epochs: int) -> None:
+    mine = epochs[epochs["trial_id"] == trial_id]
+    assert list(mine["epoch"]) == list(range(1, max_epochs + 1)), (trial_id, list(mine["epoch"]))
+
+
+def reference_losses(space: Path, params: dict[str, Any]) -> list[float]:
+    """The losses of an uninterrupted run of the trial's config (1 thread, CPU), no Ray."""
+    config, _ = resolve(load_space(space), params)
+    train = dataclasses.replace(config.train, threads=1, device="cpu")
+    return [r["loss"] for r in fit(dataclasses.replace(config, train=train)).records]
+
+
+# ================================================================ 1. a trial process dies
+
+
+@pytest.mark.ray
+def test_trial_process_sigkilled_mid_trial_resumes_from_checkpoint(tmp_path):
+    # Fault: SIGKILL to the trial's worker process once it reported epoch 3 (of 10).
+    # Rule: with max_failures, Tune restarts the trial from its latest checkpoint: the search
+    # exits 0, the trial is completed, epochs.csv holds 1..10 once each, and the losses equal
+    # those of an uninterrupted run (the checkpoint restores weights, optimizer, schedule, RNG).
+    max_epochs = 10
+    space = write_space(
+        tmp_path, "killtrial", {"train.optimizer": {"choice": ["adam"]}},
+        data={"length": 3000},
+        train={"max_epochs": max_epochs, "schedule": {"chunks": [100]}},
+        search={"max_failures": 2, "checkpoint_every": 1})
+    results, log = tmp_path / "results", tmp_path / "search.log"
+    study = results / "killtrial"
+    proc = start(search_cmd(space, results), log)
+    try:
+        def epoch3_pid():
+            for rows in trial_results(study).values():
+                if rows and rows[-1].get("epoch", 0) >= 3 and not rows[-1].get("finished"):
+                    return rows[-1]["pid"]
+            return None
+
+        pid = poll(epoch3_pid, 240, "the trial to report epoch 3", proc, log)
+        victim = psutil.Process(pid)
+        assert "ray::" in " ".join(victim.cmdline()), victim.cmdline()  # a trial worker, not us
+        os.kill(pid, signal.SIGKILL)
+        rc = finish(proc, log, 240)
+    finally:
+        kill_tree(proc.pid)
+    assert rc == 0, tail(log)
+
+    (rows,) = trial_results(study).values()
+    assert pid in {r["pid"] for r in rows}
+    assert rows[-1]["pid"] != pid, "the kill landed after the trial had finished"
+    trials, epochs = results_mod.load_tables(study)
+    assert len(trials) == 1 and trials["status"].tolist() == ["completed"], trials.to_dict("records")
+    trial_id = trials["trial_id"].iloc[0]
+    assert_each_epoch_once(epochs, trial_id, max_epochs)
+
+    params = json.loads(next((study / "ray" / "search").glob("trial_*/params.json")).read_text())
+    expected = reference_losses(space, params)
+    assert epochs["loss"].tolist() == pytest.approx(expected, rel=1e-6)

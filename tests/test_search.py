@@ -1,0 +1,161 @@
+"""The search service end to end, with real Ray (a shared 2-CPU instance), real Optuna, SQLite."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from tuner import search
+from tuner.results import TRIAL_COLUMNS, load_tables
+from tuner.train import EPOCH_COLUMNS
+
+pytestmark = pytest.mark.ray
+
+TINY = {"n_series": 3, "length": 200, "window": 8, "seed": 0}
+MODEL = {"dense_units": 6, "lstm_units": 6, "noise_std": 0.1}
+
+
+def write_space(tmp_path: Path, space: dict, search_section: dict, name: str = "t",
+                train: dict | None = None) -> Path:
+    doc = {"name": name, "data": TINY, "model": MODEL,
+           "train": {"max_epochs": 4, **(train or {})}, "space": space,
+           "search": {"max_concurrent": 2, "checkpoint_every": 2, "max_failures": 0,
+                      **search_section},
+           "resources": {"cpu": 1, "gpu": 0}}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def run(path: Path, tmp_path: Path, *extra: str) -> int:
+    return search.main(["--space", str(path), "--results-dir", str(tmp_path / "results"),
+                        "--no-dashboard", "--no-report", *extra])
+
+
+def test_search_optuna_asha_writes_tables_and_study(ray_session, tmp_path):
+    # Rule: an Optuna + ASHA search finishes on 2 CPUs; trials.csv has one row per trial with the
+    # documented columns and statuses; epochs.csv one row per (trial, epoch); the SQLite study
+    # holds the same trials; best_config.yaml is a runnable config.
+    space = {"train.optimizer": {"choice": ["sgd", "adam"]},
+             "train.lr": {"loguniform": [1e-3, 1e-1]},
+             "train.schedule.chunks": {"choice": [[1], [4, 1]]}}
+    path = write_space(tmp_path, space, {
+        "num_samples": 5, "scheduler": {"type": "asha", "time_attr": "training_iteration",
+                                        "grace_period": 1, "reduction_factor": 2, "max_t": 4}})
+    assert run(path, tmp_path) == 0
+    study = tmp_path / "results" / "t"
+    trials, epochs = load_tables(study)
+    assert len(trials) == 5 and trials["trial_id"].is_unique
+    for column in (*TRIAL_COLUMNS, "train.optimizer", "train.lr", "train.schedule.chunks"):
+        assert column in trials.columns
+    assert list(epochs.columns) == ["trial_id", *EPOCH_COLUMNS]
+    assert set(trials["status"]) <= {"completed", "early_stopped"}
+    assert (trials["status"] == "completed").any()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    per_trial = epochs.groupby("trial_id")["epoch"].max()
+    for row in trials.itertuples():
+        assert per_trial[row.trial_id] == row.epochs
+        assert (row.epochs == 4) == (row.status == "completed")
+    stored = optuna.load_study(study_name="t", storage=f"sqlite:///{study / 'optuna.db'}")
+    assert len(stored.trials) == 5
+    best = yaml.safe_load((study / "best_config.yaml").read_text())
+    assert set(best) == {"data", "model", "train"} and best["data"]["length"] == 200
+    recorded = yaml.safe_load((study / "study.yaml").read_text())
+    assert "tuner.search" in recorded["command"] and "ray" in recorded["versions"]
+
+
+def test_search_grid_runs_every_combination_once(ray_session, tmp_path):
+    # Rule: algorithm grid runs the product of the grid values, each exactly once.
+    space = {"train.optimizer": {"grid": ["sgd", "adam"]},
+             "train.schedule.chunks": {"grid": [[1], [3], [5, 1]]}}
+    path = write_space(tmp_path, space, {"algorithm": "grid", "scheduler": {"type": "fifo"}},
+                       train={"max_epochs": 2})
+    assert run(path, tmp_path) == 0
+    trials, _ = load_tables(tmp_path / "results" / "t")
+    combos = sorted(zip(trials["train.optimizer"], trials["train.schedule.chunks"].astype(str)))
+    expected = sorted(itertools.product(["sgd", "adam"], ["1", "3", "5,1"]))
+    assert combos == expected
+    assert (trials["status"] == "completed").all()
+
+
+def test_search_conditional_parameter_absent_when_condition_fails(ray_session, tmp_path):
+    # Rule: momentum is sampled only for sgd; adam trials have no momentum at all.
+    space = {"train.optimizer": {"choice": ["sgd", "adam"]},
+             "train.momentum": {"uniform": [0.1, 0.9], "if": {"train.optimizer": ["sgd"]}}}
+    path = write_space(tmp_path, space, {"num_samples": 6, "sampler": "random",
+                                         "scheduler": {"type": "fifo"}},
+                       train={"max_epochs": 1})
+    assert run(path, tmp_path) == 0
+    study = tmp_path / "results" / "t"
+    trials, _ = load_tables(study)
+    assert set(trials["train.optimizer"]) == {"sgd", "adam"}
+    sgd = trials[trials["train.optimizer"] == "sgd"]["train.momentum"]
+    adam = trials[trials["train.optimizer"] == "adam"]["train.momentum"]
+    assert sgd.between(0.1, 0.9).all() and adam.isna().all()
+    stored = optuna.load_study(study_name="t", storage=f"sqlite:///{study / 'optuna.db'}")
+    for t in stored.trials:
+        assert ("train.momentum" in t.params) == (t.params["train.optimizer"] == "sgd")
+
+
+def test_search_extend_adds_trials_to_finished_study(ray_session, tmp_path):
+    # Rule: --resume of a finished study says so (exit 0, nothing re-run); --extend N adds N
+    # trials to the same Optuna study with a fresh seed (no replayed suggestions), and the
+    # tables hold old and new trials once each.
+    space = {"train.lr": {"loguniform": [1e-3, 1e-1]}}
+    path = write_space(tmp_path, space, {"num_samples": 2, "scheduler": {"type": "fifo"}},
+                       train={"max_epochs": 1})
+    assert run(path, tmp_path) == 0
+    assert run(path, tmp_path, "--resume") == 0
+    study = tmp_path / "results" / "t"
+    assert len(load_tables(study)[0]) == 2
+    assert run(path, tmp_path, "--extend", "3") == 0
+    trials, epochs = load_tables(study)
+    assert len(trials) == 5 and trials["trial_id"].is_unique
+    assert sorted(trials["experiment"]) == ["extend-1"] * 3 + ["search"] * 2
+    assert len(epochs) == 5
+    stored = optuna.load_study(study_name="t", storage=f"sqlite:///{study / 'optuna.db'}")
+    lrs = [t.params["train.lr"] for t in stored.trials]
+    assert len(stored.trials) == 5 and len(set(lrs)) == 5
+
+
+def test_search_pbt_runs_with_checkpoints(ray_session, tmp_path):
+    # Rule: PBT (no searcher) runs; trials exploit through checkpoints and every trial ends with
+    # one row per epoch.
+    space = {"train.lr": {"loguniform": [1e-3, 1e-1]}}
+    path = write_space(tmp_path, space, {
+        "algorithm": "random", "num_samples": 3, "checkpoint_every": 1,
+        "scheduler": {"type": "pbt", "time_attr": "training_iteration",
+                      "perturbation_interval": 2}}, train={"max_epochs": 6, "optimizer": "adam"})
+    assert run(path, tmp_path) == 0
+    trials, epochs = load_tables(tmp_path / "results" / "t")
+    assert len(trials) == 3 and (trials["epochs"] == 6).all()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert len(epochs) == 18
+
+
+def test_search_time_to_target_ranks_unreached_last(ray_session, tmp_path):
+    # Rule: the time_to_target objective is the training seconds until the loss first reached the
+    # target; trials that never get there rank last with +inf, not as errors.
+    space = {"train.lr": {"choice": [1e-9, 0.05]}}
+    path = write_space(tmp_path, space, {
+        "algorithm": "grid", "metric": "time_to_target", "target_loss": 0.99,
+        "scheduler": {"type": "fifo"}}, train={"max_epochs": 6, "optimizer": "adam",
+                                                "schedule": {"chunks": [4]}})
+    path.write_text(path.read_text().replace("choice", "grid"))
+    assert run(path, tmp_path) == 0
+    trials, epochs = load_tables(tmp_path / "results" / "t")
+    trials = trials.sort_values("train.lr")
+    frozen, moving = trials.iloc[0], trials.iloc[1]
+    assert frozen["status"] == "completed" and math.isinf(frozen["objective"])
+    mine = epochs[epochs["trial_id"] == moving["trial_id"]]
+    reached = mine[mine["loss"] <= 0.99]
+    assert len(reached), "the adam trial should reach the target on this tiny problem"
+    assert moving["objective"] == pytest.approx(reached["train_time_s"].iloc[0])
+    ranked = pd.read_csv(tmp_path / "results" / "t" / "trials.csv")
+    assert ranked["trial_id"].iloc[0] == moving["trial_id"]
