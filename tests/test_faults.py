@@ -254,3 +254,70 @@ def test_trial_process_sigkilled_mid_trial_resumes_from_checkpoint(tmp_path):
     params = json.loads(next((study / "ray" / "search").glob("trial_*/params.json")).read_text())
     expected = reference_losses(space, params)
     assert epochs["loss"].tolist() == pytest.approx(expected, rel=1e-6)
+
+
+# ================================================================ 2. the driver dies
+
+
+@pytest.mark.ray
+def test_driver_sigkilled_then_resume_keeps_finished_trials(tmp_path):
+    # Fault: SIGKILL to the `python -m tuner.search` process while its 2nd of 3 trials runs
+    # (the 1st has finished); then the same command with --resume.
+    # Rule: exit 0; the finished trial is not run again (no new result in its result.json) and
+    # keeps its epochs; the others complete; trials.csv has each trial once and epochs.csv
+    # each (trial, epoch) once; nothing of the killed driver's Ray is left running.
+    max_epochs = 6
+    space = write_space(
+        tmp_path, "killdriver", {"train.seed": {"grid": [0, 1, 2]}},
+        data={"length": 3000},
+        train={"max_epochs": max_epochs, "schedule": {"chunks": [100]}},
+        search={"algorithm": "grid", "num_samples": 1, "checkpoint_every": 1})
+    results, log = tmp_path / "results", tmp_path / "search.log"
+    study = results / "killdriver"
+    proc = start(search_cmd(space, results), log)
+    try:
+        def one_finished_one_running():
+            runs = trial_results(study)
+            done = {k for k, rows in runs.items() if rows and rows[-1].get("finished")}
+            running = {k for k, rows in runs.items()
+                       if rows and not rows[-1].get("finished") and rows[-1]["epoch"] >= 2}
+            return (done, runs) if done and running else None
+
+        done, _ = poll(one_finished_one_running, 240, "trial 1 done, trial 2 at epoch 2",
+                       proc, log)
+        tree = descendants(proc.pid)
+        sessions = _session_dirs(tree)
+        assert sessions, "no Ray session found under the driver"
+        before = trial_results(study)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        kill_tree(proc.pid)
+    # What the killed driver left: its Ray processes (GCS, raylet, agents, workers) by pid.
+    time.sleep(1)
+    kill_procs(p for p in tree if p.is_running())
+    kill_procs(processes_of_sessions(sessions))
+    assert not processes_of_sessions(sessions)
+    assert (study / "trials.csv").exists()  # the live tables were being written
+
+    resumed = start(search_cmd(space, results, "--resume"), log)
+    try:
+        rc = finish(resumed, log, 300)
+    finally:
+        kill_tree(resumed.pid)
+    assert rc == 0, tail(log)
+
+    after = trial_results(study)
+    assert len(after) == 3
+    for name in done:
+        assert after[name] == before[name], f"finished trial {name} was run again"
+    trials, epochs = results_mod.load_tables(study)
+    assert sorted(trials["trial_id"]) == sorted({rows[-1]["trial_id"] for rows in after.values()})
+    assert trials["trial_id"].is_unique and len(trials) == 3
+    assert set(trials["status"]) == {"completed"}, trials.to_dict("records")
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    for trial_id in trials["trial_id"]:
+        assert_each_epoch_once(epochs, trial_id, max_epochs)
+    state = json.loads((study / "study_state.json").read_text())
+    assert [e["name"] for e in state["experiments"]] == ["search"]
+    assert state["experiments"][0]["finished"] is True
