@@ -321,3 +321,50 @@ def test_driver_sigkilled_then_resume_keeps_finished_trials(tmp_path):
     state = json.loads((study / "study_state.json").read_text())
     assert [e["name"] for e in state["experiments"]] == ["search"]
     assert state["experiments"][0]["finished"] is True
+
+
+def _versions_csv(n_versions: int = 3) -> list[str]:
+    """Whole CSV texts of different sizes (a few MB each); column `version` names the text."""
+    out = []
+    for v in range(n_versions):
+        rows = 40_000 + 15_000 * v
+        frame = pd.DataFrame({"version": v, "row": range(rows), "loss": 0.5,
+                              "trial_id": "abcdef_00000"})
+        out.append(frame.to_csv(index=False))
+    return out
+
+
+def test_atomic_write_sigkilled_at_random_moments_never_leaves_a_partial_csv(tmp_path):
+    # Fault: SIGKILL (20 times, at random moments) to a process that rewrites a big CSV in a
+    # loop with `atomic_write_text`, as the live tables are rewritten during a search.
+    # Rule: after every kill the file parses, and it is one whole version: the row count and
+    # the `version` column of one of the texts written (never a mix, never cut short).
+    target = tmp_path / "trials.csv"
+    texts = _versions_csv()
+    rows_of = {v: len(t.splitlines()) - 1 for v, t in enumerate(texts)}
+    atomic_write_text(target, texts[0])
+    rng = random.Random(1234)
+    seen = set()
+    for kill in range(20):
+        pid = os.fork()
+        if pid == 0:  # child: rewrite the file forever, never returning into pytest
+            try:
+                i = kill
+                while True:
+                    i += 1
+                    atomic_write_text(target, texts[i % len(texts)])
+            finally:
+                os._exit(0)
+        time.sleep(rng.uniform(0.0, 0.25))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        frame = pd.read_csv(target)
+        versions = set(frame["version"])
+        assert len(versions) == 1, f"kill {kill}: a mix of versions {versions}"
+        (v,) = versions
+        assert len(frame) == rows_of[v], f"kill {kill}: version {v} cut to {len(frame)} rows"
+        assert frame["row"].tolist() == list(range(rows_of[v]))
+        seen.add(v)
+    assert len(seen) >= 2, "the writer never replaced the file: the kills tested nothing"
+    # A kill can leave the writer's temporary file behind; it is hidden and never read back.
+    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"trials.csv"}
