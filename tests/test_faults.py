@@ -368,3 +368,98 @@ def test_atomic_write_sigkilled_at_random_moments_never_leaves_a_partial_csv(tmp
     assert len(seen) >= 2, "the writer never replaced the file: the kills tested nothing"
     # A kill can leave the writer's temporary file behind; it is hidden and never read back.
     assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"trials.csv"}
+
+
+# ================================================================ 3 + 4. a trial raises, a loss explodes
+
+MIXED_CASES = ["file", "gen", "diverge"]
+MIXED_SEED = 1
+"""Optuna's RandomSampler(seed=1) draws the cases gen, file, diverge for the first 3 trials."""
+
+
+@pytest.fixture(scope="module")
+def mixed_study(tmp_path_factory):
+    """One Optuna search (in-process, local Ray) of 3 trials, one per case:
+
+    file: reads a CSV of prices that the driver validated and the test then deleted (before any
+    trial started), so the trial raises ConfigError inside its worker; gen: generated data,
+    completes; diverge: SGD at lr 1e12, whose loss goes to inf at epoch 3 of 4."""
+    tmp = tmp_path_factory.mktemp("mixed")
+    csv = tmp / "prices.csv"
+    pd.DataFrame({"a": [100.0 + (i % 7) for i in range(300)],
+                  "b": [50.0 + (i % 5) for i in range(300)]}).to_csv(csv, index=False)
+    cases = {"choice": [
+        {"name": "file", "data.path": str(csv)},
+        {"name": "gen"},
+        {"name": "diverge", "train.optimizer": "sgd", "train.lr": 1.0e12},
+    ]}
+    space = write_space(tmp, "mixed", {"case": cases},
+                        search={"algorithm": "optuna", "sampler": "random", "seed": MIXED_SEED,
+                                "num_samples": 3, "max_concurrent": 2})
+    results = tmp / "results"
+    real_check = search_mod.check_resources
+
+    def check_then_delete(spec):  # runs after validation and Ray start, before any trial
+        real_check(spec)
+        csv.unlink()
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(search_mod, "check_resources", check_then_delete)
+        rc = search_mod.main(["--space", str(space), "--results-dir", str(results),
+                              "--no-dashboard", "--no-report", "--num-cpus", "2"])
+    assert not csv.exists()
+    study = results / "mixed"
+    trials, epochs = results_mod.load_tables(study)
+    return rc, study, trials, epochs
+
+
+def _by_case(trials: pd.DataFrame) -> dict[str, dict]:
+    rows = {r["case"]: r for r in trials.to_dict("records")}
+    assert sorted(rows) == sorted(MIXED_CASES), (
+        f"Optuna drew cases {trials['case'].tolist()}: choose another MIXED_SEED")
+    return rows
+
+
+@pytest.mark.ray
+def test_trial_exception_is_recorded_as_error_and_search_goes_on(mixed_study):
+    # Fault: a trial raises inside its worker (its data file vanished after validation).
+    # Rule: the search exits 0, that trial is `error` with the exception's message in
+    # trials.csv, and the other trials ran to their own end.
+    rc, study, trials, _ = mixed_study
+    assert rc == 0
+    rows = _by_case(trials)
+    err = rows["file"]
+    assert err["status"] == "error"
+    assert "ConfigError" in err["error"] and "prices.csv: file not found" in err["error"]
+    assert err["epochs"] == 0
+    assert rows["gen"]["status"] == "completed" and rows["gen"]["epochs"] == 4
+    assert rows["diverge"]["status"] == "diverged"
+    assert (study / "best_config.yaml").exists()  # taken from the completed trial
+
+
+@pytest.mark.ray
+def test_diverged_trial_is_inf_in_the_table_and_complete_in_optuna(mixed_study):
+    # Fault: SGD at lr 1e12: the loss overflows to inf at epoch 3.
+    # Rule: trials.csv says `diverged` with diverged_epoch 3 and objective +inf; Optuna
+    # recorded the trial as COMPLETE with value inf (the worst value, so TPE learns that region
+    # is bad; NaN would make Optuna FAIL it and learn nothing). The errored trial is FAIL.
+    import optuna
+
+    _, study, trials, epochs = mixed_study
+    rows = _by_case(trials)
+    div = rows["diverge"]
+    assert div["status"] == "diverged" and div["diverged_epoch"] == 3
+    assert div["objective"] == math.inf and div["epochs"] == 3
+    mine = epochs[epochs["trial_id"] == div["trial_id"]]
+    assert mine["loss"].tolist()[-1] == math.inf and mine["loss"].iloc[:-1].map(math.isfinite).all()
+    assert trials["objective"].tolist()[0] != math.inf  # ranked best first, inf never first
+
+    loaded = optuna.load_study(study_name="mixed", storage=f"sqlite:///{study / 'optuna.db'}")
+    by_case = {t.params["case"]: t for t in loaded.trials}
+    assert sorted(by_case) == sorted(MIXED_CASES)
+    assert by_case["diverge"].state == optuna.trial.TrialState.COMPLETE
+    assert by_case["diverge"].value == math.inf
+    assert by_case["gen"].state == optuna.trial.TrialState.COMPLETE
+    assert math.isfinite(by_case["gen"].value)
+    assert by_case["gen"].value == pytest.approx(rows["gen"]["objective"])
+    assert by_case["file"].state == optuna.trial.TrialState.FAIL

@@ -111,3 +111,19 @@ def test_load_rejects_state_from_other_chunks() -> None:
     state = make(chunks=(100, 50)).state_dict()
     with pytest.raises(ValueError, match="chunks"):
         make(chunks=(100, 10)).load_state_dict(state)
+
+
+def test_schedule_min_stage_jumps_forward_on_restore():
+    # Rule: min_stage (PBT's stage mutation) moves a restored schedule forward, never back,
+    # clamped to the last stage.
+    from tuner.config import ScheduleConfig
+
+    saved = ChunkSchedule(ScheduleConfig(chunks=(100, 10, 1), patience=3)).state_dict()
+    jumped = ChunkSchedule(ScheduleConfig(chunks=(100, 10, 1), patience=3, min_stage=1))
+    jumped.load_state_dict(saved)
+    assert (jumped.stage, jumped.chunks) == (1, 10)
+    later = dict(saved, stage=2)
+    jumped.load_state_dict(later)
+    assert jumped.stage == 2
+    clamped = ChunkSchedule(ScheduleConfig(chunks=(100, 10), patience=3, min_stage=7))
+    assert clamped.chunks == 10

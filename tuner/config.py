@@ -165,6 +165,9 @@ class ScheduleConfig:
     """Move to the next stage after this many epochs without improvement."""
     min_delta: float = 0.0
     """An epoch improves when its loss is below the best by more than this."""
+    min_stage: int = 0
+    """The schedule never sits below this stage (clamped to the last): PBT mutates it to move a
+    trial to longer chunks mid-run; a restored run jumps forward to it."""
 
     def __post_init__(self) -> None:
         _check(len(self.chunks) >= 1, "train.schedule.chunks", list(self.chunks),
@@ -173,6 +176,7 @@ class ScheduleConfig:
                "chunk counts >= 1")
         _check(self.patience >= 1, "train.schedule.patience", self.patience, "an integer >= 1")
         _check(self.min_delta >= 0, "train.schedule.min_delta", self.min_delta, "a number >= 0")
+        _check(self.min_stage >= 0, "train.schedule.min_stage", self.min_stage, "an integer >= 0")
 
 
 @dataclass(frozen=True)

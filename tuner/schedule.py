@@ -31,7 +31,8 @@ class ChunkSchedule:
         self._chunks: tuple[int, ...] = tuple(int(n) for n in cfg.chunks)
         self._patience: int = int(cfg.patience)
         self._min_delta: float = float(cfg.min_delta)
-        self._stage: int = 0
+        self._min_stage: int = min(int(cfg.min_stage), len(self._chunks) - 1)
+        self._stage: int = self._min_stage
         self._best: float = math.inf
         self._since: int = 0
 
@@ -105,6 +106,6 @@ class ChunkSchedule:
         if since < 0:
             raise ValueError(f"schedule state: since_improvement {since} is negative")
         best = state.get("best")
-        self._stage = stage
+        self._stage = max(stage, self._min_stage)
         self._best = math.inf if best is None else float(best)
         self._since = since

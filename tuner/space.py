@@ -1192,7 +1192,18 @@ def pbt_mutations(spec: SpaceFile) -> dict[str, Any]:
         if key == "train.clip.threshold" and first.train.clip.mode == "percentile":
             high = min(high, 100.0)
         out[key] = tune.loguniform(base / 10, high)
+    stages = max(len(chunks) for chunks in _chunk_options(spec, first))
+    if stages > 1:
+        # A jump to a later stage of the chunk schedule (longer chunks), never back.
+        out["train.schedule.min_stage"] = list(range(stages))
     return out
+
+
+def _chunk_options(spec: SpaceFile, first: Config) -> list[tuple[int, ...]]:
+    p = spec.param("train.schedule.chunks")
+    if p is None or not p.values:
+        return [first.train.schedule.chunks]
+    return [tuple(decode_value("train.schedule.chunks", v)) for v in p.values]
 
 
 # ---------------------------------------------------------------------------- trial side
