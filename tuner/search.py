@@ -327,8 +327,11 @@ def _live_tables_callback(p: Plan):
             if not force and time.monotonic() - self.last < self.every_s:
                 return
             self.last = time.monotonic()
-            write_tables(p.study_dir, *tables([*self.disk.values(), *self.live.values()],
-                                              searched))
+            try:
+                write_tables(p.study_dir, *tables([*self.disk.values(), *self.live.values()],
+                                                  searched))
+            except OSError as exc:  # disk full: the old tables stay whole; trials go on
+                print(f"warning: tables not updated ({exc})", file=sys.stderr)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self._log(trial).results.append(result)
@@ -432,8 +435,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     url, owned = start_ray(args)
     try:
         if url:
-            print(f"Ray dashboard: http://{url}  (no authentication beyond Ray's token: keep it "
-                  f"on 127.0.0.1)", flush=True)
+            print(f"Ray dashboard: http://{url}  (its API wants Ray's token, ~/.ray/auth_token; "
+                  "no user accounts: keep it on 127.0.0.1)", flush=True)
         if p.spec.search.algorithm == "optuna":
             print(f"Optuna dashboard: optuna-dashboard sqlite:///{p.study_dir / 'optuna.db'}",
                   flush=True)
