@@ -250,8 +250,9 @@ def test_report_ablation_has_every_section_and_plot(holding: Path) -> None:
 def test_report_ablation_states_rule_target_and_factor(holding: Path) -> None:
     text = (holding / "report.md").read_text()
     assert "Verdict rule:" in text and "do not overlap" in text
-    # Rule: without search.target_loss the target is 1.1 x sgd's best final loss, and it says so.
-    assert "1.1 x the best final loss of the article's baseline `sgd`" in text
+    # Rule: without search.target_loss the target is the median of the cases' mean final losses,
+    # and the report says so.
+    assert "the median over cases of their mean final loss" in text
     assert "**1.5 x** the best loss so far" in text
     # Rule: the command that reproduces the study is shown.
     assert "python -m tuner.search search_spaces/ablation.yaml --name ablation-holds" in text
@@ -317,7 +318,7 @@ def test_target_loss_from_study_yaml_is_used(tmp_path: Path) -> None:
     )
     out = report.make_report(path, tmp_path / "out")
     text = out.read_text()
-    # Rule: search.target_loss wins over the 1.1 x baseline rule, and the report says so.
+    # Rule: search.target_loss wins over the median rule, and the report says so.
     assert "**0.75** = search.target_loss of study.yaml" in text
     # Rule: --out puts report.md and plots/ there, not in the study folder.
     assert out == tmp_path / "out" / "report.md"

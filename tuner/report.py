@@ -22,7 +22,6 @@ import math
 import os
 import shlex
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,6 +39,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from tuner import analysis as an
+from tuner.results import atomic_write_bytes
 
 #: Figure size and resolution of every plot: readable on a laptop screen and in a PR.
 FIGSIZE = (9.0, 5.5)
@@ -217,25 +217,11 @@ def load_study(study_dir: str | os.PathLike[str]) -> StudyFiles:
 # --------------------------------------------------------------------------------------------
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and os.replace, so a
-    reader never sees half a file and an interrupted run leaves the old file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save(fig: Figure, path: Path) -> None:
-    """Save a figure as PNG, atomically (see _atomic_write_bytes)."""
+    """Save a figure as PNG, atomically."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 @contextmanager
@@ -868,6 +854,10 @@ def _summary(
         lines.append(f"- **Edge of range ({len(edges)}):** " + "; ".join(edges) + ".")
     best_cfg = study.path / "best_config.yaml"
     if best_cfg.is_file():
+        try:  # a path a reader can use from the project root, not this machine's
+            best_cfg = best_cfg.resolve().relative_to(Path.cwd())
+        except ValueError:
+            pass
         lines.append(
             f"- **Train the best setting:** {_code(f'python -m tuner.train --config {best_cfg}')}."
         )
@@ -1145,7 +1135,7 @@ def make_report(
             lines += [why, ""]
 
     report = out / "report.md"
-    _atomic_write_bytes(report, "\n".join(lines).rstrip("\n").encode("utf-8") + b"\n")
+    atomic_write_bytes(report, "\n".join(lines).rstrip("\n").encode("utf-8") + b"\n")
     return report
 
 

@@ -8,10 +8,13 @@ Every file is written atomically (temporary file, then rename), so a reader neve
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
+import stat
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -26,16 +29,47 @@ RAY_DIR = "ray"
 TRIAL_COLUMNS = ("trial_id", "experiment", "status", "seed", "objective", "best_loss",
                  "final_loss", "auc", "epochs", "timesteps", "seconds", "diverged_epoch", "error")
 """trials.csv columns; the searched keys are inserted after `status`."""
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 STATUSES = ("completed", "early_stopped", "diverged", "error", "running", "pending")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that `path` always holds either the old or the new whole file."""
+STALE_TEMP_S = 600.0
+"""A temporary file of `atomic_write_text` older than this was left by a killed writer."""
+
+
+def _umask() -> int:
+    """The process umask, read without setting it (os.umask would race other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temporaries of `path` that a killed writer left (SIGKILL runs no cleanup).
+
+    Only old ones: a live writer's temporary exists for the seconds of one write."""
+    now = time.time()
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TEMP_S:
+                tmp.unlink()
+        except OSError:
+            continue
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that `path` always holds either the old or the new whole file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -44,8 +78,13 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
 def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write_text(path, frame.to_csv(index=False))
+    """CSV with floats to 9 significant digits (float32 losses need no more; halves the size)."""
+    atomic_write_text(path, frame.to_csv(index=False, float_format="%.9g"))
 
 
 def atomic_write_yaml(path: Path, data: Any) -> None:
