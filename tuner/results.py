@@ -12,7 +12,6 @@ import glob
 import json
 import math
 import os
-import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,8 +28,6 @@ RAY_DIR = "ray"
 TRIAL_COLUMNS = ("trial_id", "experiment", "status", "seed", "objective", "best_loss",
                  "final_loss", "auc", "epochs", "timesteps", "seconds", "diverged_epoch", "error")
 """trials.csv columns; the searched keys are inserted after `status`."""
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 STATUSES = ("completed", "early_stopped", "diverged", "error", "running", "pending")
 
 
@@ -65,9 +62,10 @@ def _remove_stale_temps(path: Path) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that `path` always holds either the old or the new whole file."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
