@@ -142,7 +142,9 @@ def plan(args: argparse.Namespace) -> Plan:
         if last.get("finished"):
             raise StudyFinished(f"study {spec.name!r} already finished ({last['why']}): "
                                 f"nothing to resume; run more trials with --extend N")
-        return Plan(spec, study_dir, last["name"], True, last["num_samples"], last["seed"],
+        # A driver killed before Tune wrote its experiment leaves nothing to restore: start it.
+        started = (study_dir / "ray" / last["name"] / "tuner.pkl").exists()
+        return Plan(spec, study_dir, last["name"], started, last["num_samples"], last["seed"],
                     steps_per_epoch)
     if args.extend is not None:
         if not done:
@@ -422,10 +424,10 @@ def _why_finished(p: Plan, grid, elapsed: float) -> str:
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     p = plan(args)
     p.study_dir.mkdir(parents=True, exist_ok=True)
-    if not p.restore:
+    if p.experiment == "search" and not p.restore:  # --extend/--resume keep the original record
         write_study_files(p, argv)
     state = _study_state(p.study_dir)
-    if not p.restore:
+    if not any(e["name"] == p.experiment for e in state["experiments"]):
         state["experiments"].append({"name": p.experiment, "num_samples": p.num_samples,
                                      "seed": p.seed, "finished": False, "why": ""})
         _write_state(p.study_dir, state)
