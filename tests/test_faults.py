@@ -4,8 +4,8 @@ Faults: a trial process SIGKILLed mid-trial, the driver SIGKILLed mid-search (th
 a file write killed half-way, a trial that raises, a trial whose loss goes non-finite, a results
 folder that cannot be written (and a disk that fills up), a second node of a cluster dying.
 
-Searches run as real `python -m tuner.search` subprocesses (a process is killed) or in-process
-(`tuner.search.main`, which starts and stops its own local Ray), always at smoke size, with
+Searches run as real `python -m tuner.search` subprocesses (where a process is killed) or
+in-process (`tuner.search.main` on the shared `ray_session`), always at smoke size, with
 --results-dir under pytest's tmp_path. Every process a test starts is ended by its id, never by
 name and never with `ray stop` (that would end every Ray on the machine).
 """
@@ -18,13 +18,14 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -73,6 +74,15 @@ def search_cmd(space: Path, results: Path, *extra: str) -> list[str]:
             str(results), "--no-dashboard", "--no-report", *extra]
 
 
+MARKER = "TUNER_FAULT_TEST"
+"""An environment variable set on every process a test starts: Ray's daemons and workers
+inherit it, so whatever a killed process left running is found by it (and only that)."""
+
+
+def new_marker() -> str:
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # never attach to a Ray that happens to run here
@@ -82,22 +92,22 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def start(cmd: list[str], log: Path, **env: str) -> subprocess.Popen:
-    """A subprocess in its own session (so its leftovers can be found), output to `log`."""
-    fh = log.open("ab")
-    try:
-        return subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=_env(**env),
+    """A subprocess with its own marker (`proc.marker`), output appended to `log`."""
+    marker = new_marker()
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=_env(**env, **{MARKER: marker}),
                                 start_new_session=True)
-    finally:
-        fh.close()
+    proc.marker = marker
+    return proc
 
 
 def finish(proc: subprocess.Popen, log: Path, timeout: float) -> int:
-    """Wait for `proc`; on timeout kill its whole tree and fail with the tail of its log."""
+    """Wait for `proc`; on timeout kill all it started and fail with the tail of its log."""
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        kill_tree(proc.pid)
+        kill_all(proc)
         pytest.fail(f"{proc.args} still running after {timeout} s:\n{tail(log)}")
 
 
@@ -118,7 +128,7 @@ def poll(predicate: Callable[[], Any], timeout: float, what: str,
                         f"{tail(log) if log else ''}")
         time.sleep(every)
     if proc is not None:
-        kill_tree(proc.pid)
+        kill_all(proc)
     pytest.fail(f"timed out after {timeout} s waiting for {what}\n{tail(log) if log else ''}")
 
 
@@ -132,29 +142,30 @@ def descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def _session_dirs(procs: Iterable[psutil.Process]) -> set[str]:
-    """Ray session folders named in these processes' command lines (`--session-dir=...`)."""
-    found = set()
-    for p in procs:
-        try:
-            for arg in p.cmdline():
-                for key in ("--session-dir=", "--session_dir="):
-                    if arg.startswith(key):
-                        found.add(arg[len(key):])
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
+def _carries(pid: int, marker: str) -> bool:
+    """Whether the process started with MARKER=marker in its environment.
+
+    Read from /proc: Ray's agents retitle themselves (setproctitle), which zeroes the start
+    of their environment block, and psutil then reads it as empty."""
+    needle = f"\0{MARKER}={marker}\0".encode()
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return needle in b"\0" + fh.read() + b"\0"
+    except OSError:
+        return False
 
 
-def processes_of_sessions(sessions: set[str]) -> list[psutil.Process]:
-    """Every live process whose command line names one of these Ray session folders."""
-    if not sessions:
-        return []
+def marked(marker: str) -> list[psutil.Process]:
+    """Every live process (not a zombie) that carries this marker in its environment."""
     out = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = " ".join(p.info.get("cmdline") or ())
-        if any(s in cmdline for s in sessions) and p.pid != os.getpid():
-            out.append(p)
+    for p in psutil.process_iter():
+        if p.pid == os.getpid() or not _carries(p.pid, marker):
+            continue
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            continue
     return out
 
 
@@ -168,16 +179,14 @@ def kill_procs(procs: Iterable[psutil.Process]) -> None:
     psutil.wait_procs(procs, timeout=10)
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL `pid`, its descendants and any process of the Ray session(s) they ran."""
-    tree = descendants(pid)
-    sessions = _session_dirs(tree)
+def kill_all(proc: subprocess.Popen) -> None:
+    """SIGKILL `proc` and every process it started (its Ray: GCS, raylet, agents, workers)."""
+    kill_procs([*descendants(proc.pid), *marked(proc.marker)])
     try:
-        tree.append(psutil.Process(pid))
-    except psutil.NoSuchProcess:
+        proc.kill()
+    except ProcessLookupError:
         pass
-    kill_procs(tree)
-    kill_procs(processes_of_sessions(sessions))
+    proc.wait(timeout=30)
 
 
 # ---------------------------------------------------------------- what Tune and the tables hold
@@ -236,11 +245,12 @@ def test_trial_process_sigkilled_mid_trial_resumes_from_checkpoint(tmp_path):
 
         pid = poll(epoch3_pid, 240, "the trial to report epoch 3", proc, log)
         victim = psutil.Process(pid)
-        assert "ray::" in " ".join(victim.cmdline()), victim.cmdline()  # a trial worker, not us
+        assert _carries(pid, proc.marker), "not a process of this search"
+        assert "ray::" in " ".join(victim.cmdline()), victim.cmdline()  # its trial worker
         os.kill(pid, signal.SIGKILL)
         rc = finish(proc, log, 240)
     finally:
-        kill_tree(proc.pid)
+        kill_all(proc)
     assert rc == 0, tail(log)
 
     (rows,) = trial_results(study).values()
@@ -285,26 +295,22 @@ def test_driver_sigkilled_then_resume_keeps_finished_trials(tmp_path):
 
         done, _ = poll(one_finished_one_running, 240, "trial 1 done, trial 2 at epoch 2",
                        proc, log)
-        tree = descendants(proc.pid)
-        sessions = _session_dirs(tree)
-        assert sessions, "no Ray session found under the driver"
         before = trial_results(study)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+        # What the killed driver left running (measured: its trial workers and Ray agents
+        # outlive it), found by the marker they inherited and killed by pid.
+        kill_procs(marked(proc.marker))
+        assert not marked(proc.marker)
     finally:
-        kill_tree(proc.pid)
-    # What the killed driver left: its Ray processes (GCS, raylet, agents, workers) by pid.
-    time.sleep(1)
-    kill_procs(p for p in tree if p.is_running())
-    kill_procs(processes_of_sessions(sessions))
-    assert not processes_of_sessions(sessions)
+        kill_all(proc)
     assert (study / "trials.csv").exists()  # the live tables were being written
 
     resumed = start(search_cmd(space, results, "--resume"), log)
     try:
         rc = finish(resumed, log, 300)
     finally:
-        kill_tree(resumed.pid)
+        kill_all(resumed)
     assert rc == 0, tail(log)
 
     after = trial_results(study)
@@ -321,6 +327,37 @@ def test_driver_sigkilled_then_resume_keeps_finished_trials(tmp_path):
     state = json.loads((study / "study_state.json").read_text())
     assert [e["name"] for e in state["experiments"]] == ["search"]
     assert state["experiments"][0]["finished"] is True
+
+
+@pytest.mark.ray
+def test_driver_sigkilled_before_tune_started_then_resume_runs_the_search(tmp_path):
+    # Fault: SIGKILL to the driver after it recorded the experiment in study_state.json but
+    # before Tune created it (Ray still starting): a crash, an OOM kill or a Ctrl-\ there.
+    # Rule: `--resume` then runs the experiment (exit 0, its trial completed), as the error
+    # message of a plain rerun ("already exists; allowed: --resume") tells the user to do.
+    space = write_space(tmp_path, "earlykill", {"train.optimizer": {"choice": ["adam"]}},
+                        train={"max_epochs": 2})
+    results, log = tmp_path / "results", tmp_path / "search.log"
+    study = results / "earlykill"
+    proc = start(search_cmd(space, results), log)
+    try:
+        poll(lambda: (study / "study_state.json").exists(), 120, "study_state.json", proc, log,
+             every=0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        kill_all(proc)
+    if (study / "ray" / "search" / "tuner.pkl").exists():
+        pytest.skip("the kill came after Tune had started: not the fault under test")
+
+    resumed = start(search_cmd(space, results, "--resume"), log)
+    try:
+        rc = finish(resumed, log, 240)
+    finally:
+        kill_all(resumed)
+    assert rc == 0, tail(log, 5)
+    trials, _ = results_mod.load_tables(study)
+    assert trials["status"].tolist() == ["completed"]
 
 
 def _versions_csv(n_versions: int = 3) -> list[str]:
@@ -366,8 +403,32 @@ def test_atomic_write_sigkilled_at_random_moments_never_leaves_a_partial_csv(tmp
         assert frame["row"].tolist() == list(range(rows_of[v]))
         seen.add(v)
     assert len(seen) >= 2, "the writer never replaced the file: the kills tested nothing"
-    # A kill can leave the writer's temporary file behind; it is hidden and never read back.
+    # A kill can leave the writer's temporary file behind: hidden, never read back, and
+    # removed by a later write once it is old (a live writer's temporary lives for seconds).
     assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"trials.csv"}
+    left = list(tmp_path.glob(".trials.csv.*.tmp"))
+    old = time.time() - results_mod.STALE_TEMP_S - 60
+    for tmp in left:
+        os.utime(tmp, (old, old))
+    fresh = tmp_path / ".trials.csv.justnow.tmp"
+    fresh.write_text("a writer in progress")
+    atomic_write_text(target, texts[0])
+    assert set(tmp_path.glob(".trials.csv.*.tmp")) == {fresh}
+
+
+def test_atomic_write_gives_tables_the_usual_permissions(tmp_path):
+    # Rule: a table is written as any new file is (0o666 less the umask), not owner-only
+    # (mkstemp's 0o600), so a notebook, a dashboard or a colleague can read the results.
+    old_umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "trials.csv", "a\n1\n")
+        assert (tmp_path / "trials.csv").stat().st_mode & 0o777 == 0o644
+        os.umask(0o027)
+        atomic_write_text(tmp_path / "trials.csv", "a\n2\n")
+        assert (tmp_path / "trials.csv").stat().st_mode & 0o777 == 0o640
+        assert (tmp_path / "trials.csv").read_text() == "a\n2\n"
+    finally:
+        os.umask(old_umask)
 
 
 # ================================================================ 3 + 4. a trial raises, a loss explodes
@@ -378,8 +439,8 @@ MIXED_SEED = 1
 
 
 @pytest.fixture(scope="module")
-def mixed_study(tmp_path_factory):
-    """One Optuna search (in-process, local Ray) of 3 trials, one per case:
+def mixed_study(tmp_path_factory, ray_session):
+    """One Optuna search (in-process, on the shared local Ray) of 3 trials, one per case:
 
     file: reads a CSV of prices that the driver validated and the test then deleted (before any
     trial started), so the trial raises ConfigError inside its worker; gen: generated data,
@@ -406,7 +467,7 @@ def mixed_study(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(search_mod, "check_resources", check_then_delete)
         rc = search_mod.main(["--space", str(space), "--results-dir", str(results),
-                              "--no-dashboard", "--no-report", "--num-cpus", "2"])
+                              "--no-dashboard", "--no-report"])
     assert not csv.exists()
     study = results / "mixed"
     trials, epochs = results_mod.load_tables(study)
@@ -463,3 +524,245 @@ def test_diverged_trial_is_inf_in_the_table_and_complete_in_optuna(mixed_study):
     assert math.isfinite(by_case["gen"].value)
     assert by_case["gen"].value == pytest.approx(rows["gen"]["objective"])
     assert by_case["file"].state == optuna.trial.TrialState.FAIL
+
+
+# ================================================================ 5. results cannot be written
+
+
+def _unwritable(tmp_path: Path, how: str) -> Path:
+    if how == "under_a_file":  # fails for root too: a path cannot go through a regular file
+        (tmp_path / "afile").write_text("not a folder\n")
+        return tmp_path / "afile" / "sub"
+    if os.geteuid() == 0:
+        pytest.skip("root writes into a 0o500 folder anyway (the under_a_file case covers it)")
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o500)
+    return folder / "results"
+
+
+@pytest.mark.parametrize("how", ["under_a_file", "readonly_dir"])
+def test_results_dir_not_writable_fails_fast_with_one_line(tmp_path, how):
+    # Fault: --results-dir cannot be created or written.
+    # Rule: exit 2 with one line naming --results-dir, before Ray starts (no Ray in the output,
+    # a few seconds), and nothing created.
+    results = _unwritable(tmp_path, how)
+    space = write_space(tmp_path, "nowrite", {"train.optimizer": {"choice": ["adam"]}})
+    started = time.monotonic()
+    proc = subprocess.run(search_cmd(space, results), cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - started
+    try:
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: --results-dir:"), proc.stderr
+        assert str(results.parent) in lines[0]
+        assert "Ray" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+        assert elapsed < 60
+        assert not results.exists()
+    finally:
+        if results.parent.exists():
+            results.parent.chmod(0o700)
+
+
+def _old_tables(study: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    trials = pd.DataFrame({"trial_id": ["a", "b"], "experiment": "search",
+                           "status": ["completed", "running"], "objective": [0.5, 0.7]})
+    epochs = pd.DataFrame({"trial_id": ["a", "a", "b"], "epoch": [1, 2, 1],
+                           "loss": [0.9, 0.5, 0.7]})
+    write_tables(study, trials, epochs)
+    return trials, epochs
+
+
+def _enospc(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class _FillingFile:
+    """A file object that writes part of the text, then fails like a full disk."""
+
+    def __init__(self, fh, fail_in: str) -> None:
+        self.fh, self.fail_in = fh, fail_in
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
+    def write(self, text: str) -> int:
+        if self.fail_in == "write":
+            self.fh.write(text[: len(text) // 2])
+            self.fh.flush()
+            _enospc()
+        return self.fh.write(text)
+
+    def flush(self) -> None:
+        self.fh.flush()
+        if self.fail_in == "flush":
+            _enospc()
+
+    def fileno(self) -> int:
+        return self.fh.fileno()
+
+
+@pytest.mark.parametrize("fail_in", ["write", "flush", "fsync", "replace"])
+def test_disk_full_during_a_table_write_keeps_the_old_tables(tmp_path, monkeypatch, fail_in):
+    # Fault: ENOSPC while trials.csv/epochs.csv are rewritten (in the write, the flush, the
+    # fsync or the rename).
+    # Rule: the error surfaces (OSError ENOSPC, not swallowed), the tables already written are
+    # byte for byte intact, and no temporary file is left in the study folder.
+    study = tmp_path / "study"
+    _old_tables(study)
+    before = {p.name: p.read_bytes() for p in study.iterdir()}
+    real_fdopen = os.fdopen
+    if fail_in in ("write", "flush"):
+        monkeypatch.setattr(results_mod.os, "fdopen",
+                            lambda fd, *a, **k: _FillingFile(real_fdopen(fd, *a, **k), fail_in))
+    elif fail_in == "fsync":
+        monkeypatch.setattr(results_mod.os, "fsync", _enospc)
+    else:
+        monkeypatch.setattr(results_mod.os, "replace", _enospc)
+    new = pd.DataFrame({"trial_id": ["c"] * 3, "epoch": [1, 2, 3], "loss": [1.0, 2.0, 3.0]})
+    with pytest.raises(OSError) as info:
+        write_tables(study, new.assign(status="completed", objective=1.0), new)
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in study.iterdir()} == before
+    trials, epochs = results_mod.load_tables(study)
+    assert trials["trial_id"].tolist() == ["a", "b"] and len(epochs) == 3
+
+
+
+@pytest.mark.ray
+def test_disk_full_while_a_search_runs_warns_and_the_search_goes_on(ray_session, tmp_path,
+                                                                   monkeypatch, capsys):
+    # Fault: the disk is full (ENOSPC on the rename) for the first two rewrites of the live
+    # tables during a search of 2 trials.
+    # Rule: the search is not lost: a warning, exit 0, and the final tables whole (both trials
+    # completed, each epoch once), no temporary file left in the study folder.
+    space = write_space(tmp_path, "diskfull", {"train.seed": {"grid": [0, 1]}},
+                        train={"max_epochs": 3},
+                        search={"algorithm": "grid", "max_concurrent": 2})
+    results = tmp_path / "results"
+    real_replace = os.replace
+    failed = []
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name in ("trials.csv", "epochs.csv") and len(failed) < 2:
+            failed.append(Path(dst).name)
+            _enospc()
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(results_mod.os, "replace", replace)
+    capsys.readouterr()
+    rc = search_mod.main(["--space", str(space), "--results-dir", str(results),
+                          "--no-dashboard", "--no-report"])
+    err = capsys.readouterr().err
+    monkeypatch.undo()
+    assert rc == 0
+    assert failed == ["trials.csv", "trials.csv"]
+    assert os.strerror(errno.ENOSPC) in err
+    study = results / "diskfull"
+    trials, epochs = results_mod.load_tables(study)
+    assert trials["status"].tolist() == ["completed", "completed"]
+    for trial_id in trials["trial_id"]:
+        assert_each_epoch_once(epochs, trial_id, 3)
+    assert not list(study.glob(".*.tmp"))
+
+
+# ================================================================ 6. a node of a cluster dies
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _ray_start(args: list[str], env: dict[str, str], log: Path) -> None:
+    with log.open("ab") as fh:
+        proc = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "start", *args],
+                              env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=180,
+                              stdin=subprocess.DEVNULL, cwd=ROOT)
+    assert proc.returncode == 0, tail(log)
+
+
+@pytest.mark.ray
+@pytest.mark.cluster
+def test_second_node_dies_mid_search_and_every_trial_completes(tmp_path):
+    # Fault: a 2-node cluster on loopback (head and worker, 1 CPU each, started with
+    # `ray start`); once a trial runs on the worker node, every process of that node (raylet,
+    # its agents and workers, its log monitor) gets SIGKILL.
+    # Rule: the search (joined with --address, results on an absolute path every node sees)
+    # retries the lost trial from its checkpoint on the surviving node: exit 0, every trial
+    # completed, each (trial, epoch) once.
+    max_epochs = 10
+    space = write_space(
+        tmp_path, "nodedies", {"train.seed": {"grid": [0, 1]}},
+        data={"length": 3000},
+        train={"max_epochs": max_epochs, "schedule": {"chunks": [100]}},
+        search={"algorithm": "grid", "max_concurrent": 2, "max_failures": 2,
+                "checkpoint_every": 1})
+    results, log = (tmp_path / "results").resolve(), tmp_path / "cluster.log"
+    study = results / "nodedies"
+    # Short: Unix socket paths under it must stay below 108 characters.
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    # Each node's processes (daemons, agents, trial workers) inherit their node's marker.
+    head, worker = new_marker(), new_marker()
+    env = _env(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    port, *p = _free_ports(8)
+    address = f"127.0.0.1:{port}"
+    common = ["--num-cpus", "1", "--temp-dir", temp_dir, "--node-ip-address", "127.0.0.1",
+              "--disable-usage-stats"]
+    proc = None
+    try:
+        _ray_start(["--head", "--port", str(port), "--include-dashboard=false",
+                    "--dashboard-agent-listen-port", str(p[0]), "--dashboard-agent-grpc-port",
+                    str(p[1]), "--metrics-export-port", str(p[2]),
+                    "--ray-client-server-port", str(p[3]), *common], {**env, MARKER: head}, log)
+        _ray_start(["--address", address, "--dashboard-agent-listen-port", str(p[4]),
+                    "--dashboard-agent-grpc-port", str(p[5]), "--metrics-export-port",
+                    str(p[6]), *common], {**env, MARKER: worker}, log)
+        assert [q.name() for q in marked(worker)].count("raylet") == 1
+
+        proc = start(search_cmd(space, results, "--address", address), log,
+                     RAY_AUTH_MODE="disabled")
+
+        def trial_on_worker():
+            on_worker = {q.pid for q in marked(worker)}
+            for name, rows in trial_results(study).items():
+                if rows and rows[-1]["pid"] in on_worker and rows[-1]["epoch"] >= 2 \
+                        and not rows[-1].get("finished"):
+                    return name
+            return None
+
+        lost = poll(trial_on_worker, 240, "a trial running on the worker node", proc, log,
+                    every=0.2)
+        victims = marked(worker)
+        lost_pids = {q.pid for q in victims}
+        kill_procs(victims)
+        rc = finish(proc, log, 300)
+        assert rc == 0, tail(log)
+    finally:
+        if proc is not None:
+            kill_all(proc)
+        kill_procs([*marked(worker), *marked(head)])
+    assert not marked(head) and not marked(worker)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+    runs = trial_results(study)
+    assert len(runs) == 2
+    assert {r["pid"] for r in runs[lost]} & lost_pids, "the lost trial never ran on the worker"
+    assert runs[lost][-1]["pid"] not in lost_pids  # it finished elsewhere
+    trials, epochs = results_mod.load_tables(study)
+    assert set(trials["status"]) == {"completed"} and len(trials) == 2, trials.to_dict("records")
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    for trial_id in trials["trial_id"]:
+        assert_each_epoch_once(epochs, trial_id, max_epochs)
