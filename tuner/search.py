@@ -174,6 +174,7 @@ def start_ray(args: argparse.Namespace) -> tuple[str | None, bool]:
     Returns (dashboard URL or None, whether this call started Ray and so must shut it down).
     An already initialised Ray (a notebook, a test session) is used as it is."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the compact one-table progress display
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
@@ -278,7 +279,12 @@ def make_tuner(p: Plan, callbacks: list):
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         param_space = tune_space(spec)
-        searcher = BasicVariantGenerator(random_state=p.seed)
+        # Tune ignores max_concurrent_trials when it is handed a variant generator.
+        searcher = BasicVariantGenerator(random_state=p.seed, max_concurrent=search.max_concurrent)
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    # Only the JSON results (read back for the tables) and progress.csv; no TensorBoard files.
+    callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), *callbacks]
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -310,7 +316,7 @@ def _live_tables_callback(p: Plan):
     searched = searched_keys(p.spec)
 
     class LiveTables(tune.Callback):
-        def __init__(self, every_s: float = 5.0) -> None:
+        def __init__(self, every_s: float = 15.0) -> None:
             self.every_s = every_s
             self.last = 0.0
             self.disk = {(log.experiment, log.trial_id): log for log in read_logs(p.study_dir)}
