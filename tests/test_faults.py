@@ -696,7 +696,7 @@ def _ray_start(args: list[str], env: dict[str, str], log: Path) -> None:
 
 @pytest.mark.ray
 @pytest.mark.cluster
-def test_second_node_dies_mid_search_and_every_trial_completes(tmp_path):
+def test_cluster_join_runs_trials_on_both_nodes_and_survives_a_node_death(tmp_path):
     # Fault: a 2-node cluster on loopback (head and worker, 1 CPU each, started with
     # `ray start`); once a trial runs on the worker node, every process of that node (raylet,
     # its agents and workers, its log monitor) gets SIGKILL.
@@ -745,6 +745,11 @@ def test_second_node_dies_mid_search_and_every_trial_completes(tmp_path):
 
         lost = poll(trial_on_worker, 240, "a trial running on the worker node", proc, log,
                     every=0.2)
+        # Joined with --address, the search runs trials on both nodes at once.
+        head_pids = {q.pid for q in marked(head)}
+        poll(lambda: any(rows and rows[-1]["pid"] in head_pids
+                         for name, rows in trial_results(study).items() if name != lost),
+             120, "the other trial running on the head node", proc, log, every=0.2)
         victims = marked(worker)
         lost_pids = {q.pid for q in victims}
         kill_procs(victims)

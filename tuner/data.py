@@ -113,6 +113,8 @@ def _read_table(path: Path) -> pd.DataFrame:
     if kind is None:
         raise ConfigError(f"{path}: unknown file extension {path.suffix!r}; "
                           f"allowed: {', '.join(_EXTENSIONS)}")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; allowed: a CSV or Parquet file")
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
@@ -181,7 +183,7 @@ def check_series(series: dict[str, np.ndarray], min_length: int, source: str) ->
         if np.isinf(p).any():
             raise ConfigError(f"{where} has an infinite value at row {int(np.argmax(np.isinf(p)))}")
         if (p <= 0).any():
-            raise ConfigError(f"{where} has a non-positive price {p[p <= 0][0]!r} "
+            raise ConfigError(f"{where} has a non-positive price {float(p[p <= 0][0])!r} "
                               f"at row {int(np.argmax(p <= 0))}; prices must be > 0")
         if p.size < min_length:
             raise ConfigError(f"{where} has {p.size} prices; at least {min_length} are needed "

@@ -429,26 +429,25 @@ def _why_finished(p: Plan, grid, elapsed: float) -> str:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     p = plan(args)
-    p.study_dir.mkdir(parents=True, exist_ok=True)
-    if p.experiment == "search" and not p.restore:  # --extend/--resume keep the original record
-        write_study_files(p, argv)
-    state = _study_state(p.study_dir)
-    if not any(e["name"] == p.experiment for e in state["experiments"]):
-        state["experiments"].append({"name": p.experiment, "num_samples": p.num_samples,
-                                     "seed": p.seed, "finished": False, "why": ""})
-        _write_state(p.study_dir, state)
-
     import ray
 
     url, owned = start_ray(args)
     try:
+        check_resources(p.spec)  # bad input too: nothing may be written before it passes
+        p.study_dir.mkdir(parents=True, exist_ok=True)
+        if p.experiment == "search" and not p.restore:  # --extend/--resume keep the record
+            write_study_files(p, argv)
+        state = _study_state(p.study_dir)
+        if not any(e["name"] == p.experiment for e in state["experiments"]):
+            state["experiments"].append({"name": p.experiment, "num_samples": p.num_samples,
+                                         "seed": p.seed, "finished": False, "why": ""})
+            _write_state(p.study_dir, state)
         if url:
             print(f"Ray dashboard: http://{url}  (its API wants Ray's token, ~/.ray/auth_token; "
                   "no user accounts: keep it on 127.0.0.1)", flush=True)
         if p.spec.search.algorithm == "optuna":
             print(f"Optuna dashboard: optuna-dashboard sqlite:///{p.study_dir / 'optuna.db'}",
                   flush=True)
-        check_resources(p.spec)
         started = time.monotonic()
         tuner = make_tuner(p, [_live_tables_callback(p)])
         grid = tuner.fit()
