@@ -290,7 +290,8 @@ def make_tuner(p: Plan, callbacks: list):
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=make_scheduler(spec, p.steps_per_epoch),
-            num_samples=p.num_samples, max_concurrent_trials=search.max_concurrent,
+            num_samples=p.num_samples,
+            max_concurrent_trials=search.max_concurrent if search.algorithm == "optuna" else None,
             time_budget_s=search.time_budget_s, reuse_actors=True,
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
         run_config=tune.RunConfig(

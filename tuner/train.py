@@ -286,15 +286,24 @@ def fit(config: Config, on_epoch: EpochCallback | None = None,
     if tc.threads is not None:
         torch.set_num_threads(tc.threads)
     device = resolve_device(tc.device)
-    if device.type == "cpu":
-        # Adaptive optimizers drive some weights' statistics into subnormal floats, which the
-        # CPU handles up to 4x slower; flushing them to zero keeps the epoch time steady.
-        torch.set_flush_denormal(True)
     data = data if data is not None else prepare(config.data, device=device)
     state = new_state(config, data.train.inputs(0, 1).shape[-1], data.n_actions, device)
     if checkpoint is not None:
         state.load_state_dict(checkpoint)
 
+    # Adaptive optimizers drive some statistics into subnormal floats, which the CPU handles up
+    # to 4x slower; flush them to zero while training, and leave the process as it was after.
+    flush = device.type == "cpu" and torch.set_flush_denormal(True)
+    try:
+        return _train(state, data, on_epoch)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+
+
+def _train(state: TrainingState, data: Prepared, on_epoch: EpochCallback | None) -> Result:
+    """The epoch loop of `fit`, from wherever `state` stands."""
+    tc = state.config.train
     status, diverged_epoch = "completed", None
     while state.epoch < tc.max_epochs:
         record = train_epoch(state, data.train)

@@ -62,6 +62,8 @@ def run_trial(params: dict[str, Any], spec: SpaceFile) -> None:
     data = _prepared(config.data, config.train.device)
     max_epochs = config.train.max_epochs
 
+    reported = []
+
     def on_epoch(record: dict[str, Any], state: TrainingState) -> None:
         diverged = not math.isfinite(record["loss"])
         finished = diverged or state.epoch >= max_epochs
@@ -75,6 +77,7 @@ def run_trial(params: dict[str, Any], spec: SpaceFile) -> None:
         if diverged:
             # ASHA never stops a NaN trial and Optuna fails it: report the worst value instead.
             metrics["loss"] = math.inf
+        reported.append(record["epoch"])
         if finished or state.epoch % search.checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as folder:
                 save_checkpoint(state, os.path.join(folder, CHECKPOINT_FILE))
@@ -82,4 +85,7 @@ def run_trial(params: dict[str, Any], spec: SpaceFile) -> None:
         else:
             tune.report(metrics)
 
-    fit(config, on_epoch, checkpoint=_restore(), data=data)
+    result = fit(config, on_epoch, checkpoint=_restore(), data=data)
+    if not reported and result.records:
+        # Restored at its end (a PBT exploit of a finished donor): say where it stands.
+        on_epoch(result.records[-1], result.state)
