@@ -350,3 +350,16 @@ def test_resources_error_leaves_no_study_behind(ray_session, tmp_path, capsys):
     code, _, results = _too_big(tmp_path, capsys)
     assert code == 2
     assert {k: v for k, v in tree(results).items() if v is not None} == {}
+
+
+def test_bad_input_relative_results_dir_with_a_cluster(tmp_path, capsys, monkeypatch):
+    # Rule: with --address every node writes to the results folder, so a relative path (which
+    # each node would resolve on its own disk) is refused before Ray is contacted.
+    monkeypatch.chdir(tmp_path)
+    rc = search_mod.main(["--space", str(ROOT / "search_spaces" / "smoke.yaml"),
+                          "--address", "127.0.0.1:1", "--results-dir", "results",
+                          "--no-dashboard"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0
+    assert "--results-dir" in err and "relative" in err
+    assert not (tmp_path / "results").exists()

@@ -85,12 +85,13 @@ def test_search_grid_runs_every_combination_once(ray_session, tmp_path):
 
 
 def test_search_conditional_parameter_absent_when_condition_fails(ray_session, tmp_path):
-    # Rule: momentum is sampled only for sgd; adam trials have no momentum at all.
+    # Rule: momentum is sampled only for sgd; adam trials have no momentum at all (under the
+    # median stopping rule, which may stop some of them).
     space = {"train.optimizer": {"choice": ["sgd", "adam"]},
              "train.momentum": {"uniform": [0.1, 0.9], "if": {"train.optimizer": ["sgd"]}}}
     path = write_space(tmp_path, space, {"num_samples": 6, "sampler": "random",
-                                         "scheduler": {"type": "fifo"}},
-                       train={"max_epochs": 1})
+                                         "scheduler": {"type": "median", "grace_period": 1}},
+                       train={"max_epochs": 2})
     assert run(path, tmp_path) == 0
     study = tmp_path / "results" / "t"
     trials, _ = load_tables(study)
