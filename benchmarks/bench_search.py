@@ -672,8 +672,8 @@ def details(runs: list[dict[str, Any]], k: int) -> str:
                              f" s, last ended {a['loop_end'] - ts[-1]['end']:.1f} s before "
                              "the loop's end)")
                 slots.append(text)
-            out.append(f"  (a) trial processes (trial end = its final checkpoint's mtime, start = "
-                       f"end - time_total_s): "
+            out.append("  (a) trial processes (trial end = its final checkpoint's mtime, start = "
+                       "end - time_total_s): "
                        + "; ".join(slots))
         out.append(f"  (b) workers started {' '.join(f'{x:.2f}' for x in b['worker_start_s'])} s "
                    f"after spawn, imports {' '.join(f'{x:.1f}' for x in b['imports_s'])} s; fit "

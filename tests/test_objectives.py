@@ -11,9 +11,9 @@ from tuner.objectives import running_objective
 
 def _records(losses, seconds=None, val=None):
     seconds = seconds or [float(i + 1) for i in range(len(losses))]
-    return [{"loss": l, "train_time_s": s, "timesteps": 100 * (i + 1),
+    return [{"loss": loss, "train_time_s": s, "timesteps": 100 * (i + 1),
              "val_loss": (val[i] if val else math.nan)}
-            for i, (l, s) in enumerate(zip(losses, seconds))]
+            for i, (loss, s) in enumerate(zip(losses, seconds))]
 
 
 def test_objective_loss_best_and_auc():

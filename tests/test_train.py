@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from tests.conftest import tiny
-from tuner import train as train_mod
 from tuner.data import prepare
 from tuner.model import QNet
 from tuner.train import EPOCH_COLUMNS, chunk_bounds, fit, load_checkpoint, save_checkpoint

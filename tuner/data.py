@@ -260,7 +260,7 @@ def q_targets(prices: Sequence[np.ndarray] | np.ndarray, gamma: float, cost: flo
     change = np.diff(padded, axis=1)
     change[np.arange(steps)[None, :] >= (lens[:, None] - 1)] = 0.0
     # Time-major so each backward step touches one contiguous (S, A) block.
-    reward = np.ascontiguousarray((change.T[:, :, None] * pos[None, None, :]))
+    reward = np.ascontiguousarray(change.T[:, :, None] * pos[None, None, :])
     q = np.empty_like(reward)
     switch = cost * np.abs(pos[None, :] - pos[:, None])  # switch[a, a'] charged after action a
     nxt = np.zeros((s, len(pos)))
