@@ -28,7 +28,9 @@ RAY_DIR = "ray"
 TRIAL_COLUMNS = ("trial_id", "experiment", "status", "seed", "objective", "best_loss",
                  "final_loss", "auc", "epochs", "timesteps", "seconds", "diverged_epoch", "error")
 """trials.csv columns; the searched keys are inserted after `status`."""
-STATUSES = ("completed", "early_stopped", "diverged", "error", "running", "pending")
+STATUSES = ("completed", "early_stopped", "diverged", "error", "running", "pending",
+            "interrupted")
+"""`interrupted`: the search stopped (Ctrl-C, a killed driver) mid-trial; --resume goes on."""
 
 
 STALE_TEMP_S = 600.0
@@ -116,6 +118,10 @@ def _error_text(trial_dir: Path) -> str:
 
 
 def _status(last: dict[str, Any] | None, error: str, live: str | None) -> str:
+    """A trial's status from its last result, its error file and (while a search runs) Tune's.
+
+    Tune marks a trial's last result `done` when the trial ended, by itself or stopped by the
+    scheduler; a trial whose results just stop (Ctrl-C, a killed driver) was interrupted."""
     if last is not None and last.get("diverged"):
         return "diverged"
     if last is not None and last.get("finished"):
@@ -124,9 +130,11 @@ def _status(last: dict[str, Any] | None, error: str, live: str | None) -> str:
         return "error"
     if live in ("RUNNING", "PAUSED"):
         return "running"
-    if live == "PENDING" or last is None:
-        return "pending" if not error else "error"
-    return "early_stopped"
+    if last is None:
+        return "pending"
+    if live == "TERMINATED" or last.get("done"):
+        return "early_stopped"
+    return "interrupted"
 
 
 @dataclass
