@@ -223,11 +223,12 @@ def reference_losses(space: Path, params: dict[str, Any]) -> list[float]:
 
 @pytest.mark.ray
 def test_trial_process_sigkilled_mid_trial_resumes_from_checkpoint(tmp_path):
-    # Fault: SIGKILL to the trial's worker process once it reported epoch 3 (of 10).
+    # Fault: SIGKILL to the trial's worker process once it reported epoch 3 (of 25; results
+    # reach the study folder every ~2 s, so the trial must run long enough to be caught).
     # Rule: with max_failures, Tune restarts the trial from its latest checkpoint: the search
     # exits 0, the trial is completed, epochs.csv holds 1..10 once each, and the losses equal
     # those of an uninterrupted run (the checkpoint restores weights, optimizer, schedule, RNG).
-    max_epochs = 10
+    max_epochs = 25
     space = write_space(
         tmp_path, "killtrial", {"train.optimizer": {"choice": ["adam"]}},
         data={"length": 3000},
@@ -276,7 +277,7 @@ def test_driver_sigkilled_then_resume_keeps_finished_trials(tmp_path):
     # Rule: exit 0; the finished trial is not run again (no new result in its result.json) and
     # keeps its epochs; the others complete; trials.csv has each trial once and epochs.csv
     # each (trial, epoch) once; nothing of the killed driver's Ray is left running.
-    max_epochs = 6
+    max_epochs = 16
     space = write_space(
         tmp_path, "killdriver", {"train.seed": {"grid": [0, 1, 2]}},
         data={"length": 3000},
@@ -703,7 +704,7 @@ def test_cluster_join_runs_trials_on_both_nodes_and_survives_a_node_death(tmp_pa
     # Rule: the search (joined with --address, results on an absolute path every node sees)
     # retries the lost trial from its checkpoint on the surviving node: exit 0, every trial
     # completed, each (trial, epoch) once.
-    max_epochs = 10
+    max_epochs = 20
     space = write_space(
         tmp_path, "nodedies", {"train.seed": {"grid": [0, 1]}},
         data={"length": 3000},
