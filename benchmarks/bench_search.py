@@ -54,7 +54,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import re
 import resource
 import shutil
@@ -67,13 +66,14 @@ import threading
 import time
 from collections import defaultdict
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.machine import machine_line  # noqa: E402
 
 CORES = 2
 """The arms' CPU share: 2 trial slots (max_concurrent 2, cpu 1 each) vs 2 worker processes."""
@@ -528,31 +528,10 @@ def run_plain(space: Path, tmp: Path, ray_tmp: Path, k: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- report
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _version(pkg: str) -> str:
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return "?"
-
-
 def header(s: dict[str, int], mode: str, repeats: int) -> str:
-    usable = len(os.sched_getaffinity(0))
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     steps = s["n_series"] * (s["length"] - 1)
     return "\n".join([
-        f"machine: {cpu_model()} | {os.cpu_count()} logical cores ({usable} usable) | "
-        f"load avg {load} | Python {platform.python_version()} | torch {_version('torch')} | "
-        f"ray {_version('ray')} | optuna {_version('optuna')}",
+        machine_line("torch", "ray", "optuna"),
         f"mode: {mode} | K={s['trials']} trials (grid over train.seed), {OPTIMIZER} lr {LR}, "
         f"N={s['chunks']} chunks, data {s['n_series']} series x {s['length'] - 1} steps "
         f"({steps:,} per epoch), window {s['window']}, {s['units']} units, {s['epochs']} epochs "

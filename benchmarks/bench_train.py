@@ -35,7 +35,6 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -54,6 +53,8 @@ from tuner.config import Config, DataConfig, ModelConfig, ScheduleConfig, TrainC
 from tuner.data import Prepared, SeriesSet, prepare  # noqa: E402
 from tuner.model import QNet  # noqa: E402
 from tuner.train import chunk_bounds, fit  # noqa: E402
+
+from benchmarks.machine import machine_line  # noqa: E402
 
 THREADS = 1
 SEED = 0
@@ -228,26 +229,10 @@ def measure_memory(arm: str, scale: str, n: int, epochs: int, materialise: bool)
 # ---------------------------------------------------------------- report
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def header(materialise: bool, quick: bool) -> str:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        usable = os.cpu_count()
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return "\n".join([
-        f"machine: {cpu_model()} | {os.cpu_count()} logical cores ({usable} usable) | "
-        f"load avg {load} | Python {platform.python_version()} | torch {torch.__version__} | "
-        f"threads {torch.get_num_threads()} (interop {torch.get_num_interop_threads()})",
+        f"{machine_line('torch')} | threads {torch.get_num_threads()} "
+        f"(interop {torch.get_num_interop_threads()})",
         f"mode: {'quick' if quick else 'full'} | optimizer SGD lr {LR} | clip none (tuner still "
         f"measures the grad norm) | bare inputs: "
         + ("pre-materialised (one contiguous tensor per chunk, built before timing)" if materialise
