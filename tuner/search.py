@@ -400,14 +400,15 @@ def export(p: Plan) -> tuple[Any, Any]:
     from tuner.results import atomic_write_yaml, read_logs, tables, write_tables
     from tuner.space import resolve
 
-    trials, epochs = tables(read_logs(p.study_dir), searched_keys(p.spec))
+    logs = read_logs(p.study_dir)
+    trials, epochs = tables(logs, searched_keys(p.spec))
     write_tables(p.study_dir, trials, epochs)
     ok = trials[trials["status"].isin(["completed", "early_stopped"])]
     ok = ok[ok["objective"].map(lambda v: isinstance(v, (int, float)) and math.isfinite(v))]
     if len(ok):
         best = ok.sort_values("objective", ascending=p.spec.search.mode == "min").iloc[0]
-        logs = {log.trial_id: log for log in read_logs(p.study_dir)}
-        config, _ = resolve(p.spec, logs[best["trial_id"]].params)
+        params = next(log.params for log in logs if log.trial_id == best["trial_id"])
+        config, _ = resolve(p.spec, params)
         atomic_write_yaml(p.study_dir / "best_config.yaml", config.to_dict())
     return trials, epochs
 
