@@ -452,9 +452,9 @@ def worker(space: str, seeds: list[int], out: str) -> None:
     """One plain process: the trials' configs, data prepared once, `fit` per seed."""
     started = time.time()
     t0 = time.perf_counter()
-    from tuner.data import prepare
+    from tuner.core.data import prepare
     from tuner.space import load_space, resolve
-    from tuner.train import fit
+    from tuner.core.train import fit
 
     imports_s = time.perf_counter() - t0
     spec = load_space(space)

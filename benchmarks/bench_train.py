@@ -49,10 +49,10 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from tuner.config import Config, DataConfig, ModelConfig, ScheduleConfig, TrainConfig  # noqa: E402
-from tuner.data import Prepared, SeriesSet, prepare  # noqa: E402
-from tuner.model import QNet  # noqa: E402
-from tuner.train import chunk_bounds, fit  # noqa: E402
+from tuner.core.config import Config, DataConfig, ModelConfig, ScheduleConfig, TrainConfig  # noqa: E402
+from tuner.core.data import Prepared, SeriesSet, prepare  # noqa: E402
+from tuner.core.model import QNet  # noqa: E402
+from tuner.core.train import chunk_bounds, fit  # noqa: E402
 
 from benchmarks.machine import machine_line  # noqa: E402
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuner import config as config_mod
+from tuner.core import config as config_mod
 
 
 def tiny(**overrides) -> config_mod.Config:

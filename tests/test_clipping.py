@@ -1,4 +1,4 @@
-"""Rules of the gradient clip strategies (tuner.clipping)."""
+"""Rules of the gradient clip strategies (tuner.core.clipping)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from tuner.clipping import (ClipStat, Clipper, EpochClipStats, make_clipper, mean_std,
+from tuner.core.clipping import (ClipStat, Clipper, EpochClipStats, make_clipper, mean_std,
                             percentile)
-from tuner.config import ClipConfig
+from tuner.core.config import ClipConfig
 
 
 def params_with_grads(*grads: list[float] | torch.Tensor,

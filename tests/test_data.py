@@ -1,4 +1,4 @@
-"""Tests of tuner.data: generator, file loading, Bellman targets, lagged inputs, splits."""
+"""Tests of tuner.core.data: generator, file loading, Bellman targets, lagged inputs, splits."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tuner import data
-from tuner.config import ConfigError, DataConfig
+from tuner.core import data
+from tuner.core.config import ConfigError, DataConfig
 
 
 def small_cfg(**kw: object) -> DataConfig:

@@ -43,7 +43,7 @@ from tuner import results as results_mod
 from tuner import search as search_mod
 from tuner.results import atomic_write_text, write_tables
 from tuner.space import load_space, resolve
-from tuner.train import fit
+from tuner.core.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tuner.config import ModelConfig
-from tuner.model import GaussianNoise, QNet, detach_state
-from tuner.train import chunk_bounds
+from tuner.core.config import ModelConfig
+from tuner.core.model import GaussianNoise, QNet, detach_state
+from tuner.core.train import chunk_bounds
 
 
 def _net(noise: float = 0.0) -> QNet:

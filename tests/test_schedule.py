@@ -1,4 +1,4 @@
-"""Rules of the plateau-driven chunk schedule (tuner.schedule.ChunkSchedule)."""
+"""Rules of the plateau-driven chunk schedule (tuner.core.schedule.ChunkSchedule)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from tuner.config import ScheduleConfig
-from tuner.schedule import ChunkSchedule
+from tuner.core.config import ScheduleConfig
+from tuner.core.schedule import ChunkSchedule
 
 
 def make(chunks: tuple[int, ...] = (100, 50, 10), patience: int = 3,
@@ -116,7 +116,7 @@ def test_load_rejects_state_from_other_chunks() -> None:
 def test_schedule_min_stage_jumps_forward_on_restore():
     # Rule: min_stage (PBT's stage mutation) moves a restored schedule forward, never back,
     # clamped to the last stage.
-    from tuner.config import ScheduleConfig
+    from tuner.core.config import ScheduleConfig
 
     saved = ChunkSchedule(ScheduleConfig(chunks=(100, 10, 1), patience=3)).state_dict()
     jumped = ChunkSchedule(ScheduleConfig(chunks=(100, 10, 1), patience=3, min_stage=1))

@@ -13,7 +13,7 @@ import yaml
 
 from tuner import search
 from tuner.results import TRIAL_COLUMNS, load_tables
-from tuner.train import EPOCH_COLUMNS
+from tuner.core.train import EPOCH_COLUMNS
 
 pytestmark = pytest.mark.ray
 

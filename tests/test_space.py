@@ -18,7 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tuner.config import Config, ConfigError
+from tuner.core.config import Config, ConfigError
 from tuner.space import (
     DRAW_PREFIX,
     Param,

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from tests.conftest import tiny
-from tuner.data import prepare
-from tuner.model import QNet
-from tuner.train import EPOCH_COLUMNS, chunk_bounds, fit, load_checkpoint, save_checkpoint
+from tuner.core.data import prepare
+from tuner.core.model import QNet
+from tuner.core.train import EPOCH_COLUMNS, chunk_bounds, fit, load_checkpoint, save_checkpoint
 
 
 @pytest.mark.parametrize("steps,n", [(100, 1), (100, 3), (101, 7), (5, 5), (10, 100)])
@@ -156,7 +156,7 @@ def test_train_callback_sees_records_and_can_stop():
 RESUME_SCRIPT = textwrap.dedent("""
     import json, sys
     from tests.conftest import tiny
-    from tuner.train import fit, load_checkpoint
+    from tuner.core.train import fit, load_checkpoint
     cfg = tiny(**{"train.optimizer": "adam", "model.noise_std": 0.1, "train.max_epochs": 5,
                   "train.clip.mode": "adaptive", "train.clip.warmup": 2,
                   "train.schedule.chunks": "[6, 3, 1]", "train.schedule.patience": 1})
@@ -210,17 +210,20 @@ BLOCK_RAY = textwrap.dedent("""
     import sys
     class Block:
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("ray", "optuna"):
+            if name.split(".")[0] in ("ray", "optuna", "matplotlib"):
                 raise ImportError("blocked: " + name)
     sys.meta_path.insert(0, Block())
-    import tuner.train, tuner.data, tuner.model, tuner.clipping, tuner.schedule, tuner.config
+    import pkgutil, importlib, tuner.core, tuner.train
+    for m in pkgutil.iter_modules(tuner.core.__path__):
+        importlib.import_module("tuner.core." + m.name)
     from tests.conftest import tiny
-    print(tuner.train.fit(tiny(**{"train.max_epochs": 1})).status)
+    print(tuner.core.train.fit(tiny(**{"train.max_epochs": 1})).status)
 """)
 
 
 def test_train_core_imports_without_ray():
-    # Rule: the training core runs with Ray and Optuna unavailable.
+    # Rule: every module of the training core (and the single-run CLI) imports and runs with
+    # Ray, Optuna and matplotlib unavailable.
     out = subprocess.run([sys.executable, "-c", BLOCK_RAY], capture_output=True, text=True,
                          cwd=str(_root()))
     assert out.returncode == 0, out.stderr

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import pandas as pd
 import yaml
 
-from tuner.train import EPOCH_COLUMNS
+from tuner.core.train import EPOCH_COLUMNS
 
 RAY_DIR = "ray"
 """Tune's storage folder inside a study folder; one experiment per run of the search."""

@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tuner.config import ConfigError
+from tuner.core.config import ConfigError
 from tuner.space import SpaceFile, load_space, searched_keys
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
@@ -102,7 +102,7 @@ def _check_writable(folder: Path) -> None:
 
 def plan(args: argparse.Namespace) -> Plan:
     """Validate everything that can be validated without Ray; raise ConfigError otherwise."""
-    from tuner.data import prices
+    from tuner.core.data import prices
 
     overrides = list(SMOKE_OVERRIDES) if args.smoke else []
     overrides += list(args.overrides)

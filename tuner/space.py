@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, NoReturn, Sequence
 
 import yaml
 
-from tuner import config as cfg
-from tuner.config import Config, ConfigError
+from tuner.core import config as cfg
+from tuner.core.config import Config, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; both are imported lazily where used
     import optuna

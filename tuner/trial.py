@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from ray import tune
 
-from tuner.config import Config, DataConfig
-from tuner.data import Prepared, prepare
+from tuner.core.config import Config, DataConfig
+from tuner.core.data import Prepared, prepare
 from tuner.objectives import running_objective
 from tuner.space import SpaceFile, resolve
-from tuner.train import TrainingState, fit, load_checkpoint, save_checkpoint
+from tuner.core.train import TrainingState, fit, load_checkpoint, save_checkpoint
 
 CHECKPOINT_FILE = "state.pt"
 

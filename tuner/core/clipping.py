@@ -47,7 +47,7 @@ from typing import Any, Iterable, NamedTuple
 
 import torch
 
-from tuner.config import ClipConfig
+from tuner.core.config import ClipConfig
 
 _EPS = 1e-6
 """Added to the norm in the scaling coefficient, as torch.nn.utils.clip_grad_norm_ does."""

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tuner.config import ConfigError, DataConfig
+from tuner.core.config import ConfigError, DataConfig
 
 # ---------------------------------------------------------------- synthetic generator
 

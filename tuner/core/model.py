@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from tuner.config import ModelConfig
+from tuner.core.config import ModelConfig
 
 State = tuple[torch.Tensor, torch.Tensor]
 """(h, c) of the stacked LSTM, each of shape (2 layers, batch, lstm_units)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tuner.config import ScheduleConfig
+from tuner.core.config import ScheduleConfig
 
 
 class ChunkSchedule:

@@ -1,0 +1,327 @@
+"""Stateful truncated-BPTT training of the Q-value LSTM: the loop every trial runs.
+
+How series sit in a batch and chunks follow each other in time (N = 4 chunks):
+
+    series 0  | chunk 0 | chunk 1 | chunk 2 | chunk 3 |
+    series 1  | chunk 0 | chunk 1 | chunk 2 | chunk 3 |   one optimizer step per chunk column,
+    ...       |    ->   state   ->   state  ->  state  |   state carried across, graph cut at |
+    series S  | chunk 0 | chunk 1 | chunk 2 | chunk 3 |
+
+Every row is a whole series; an epoch walks the columns in order, so the LSTM reads each series
+from start to end exactly once, and the state is reset at the start of the next epoch. Shorter
+series are padded at the end and their padded steps are masked out of the loss.
+
+`fit` never imports Ray: the search wraps it through the `on_epoch` callback.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from tuner.core import config as config_mod
+from tuner.core.clipping import EpochClipStats, make_clipper
+from tuner.core.config import Config, ConfigError, TrainConfig
+from tuner.core.data import Prepared, SeriesSet, prepare
+from tuner.core.model import QNet, State, detach_state
+from tuner.core.schedule import ChunkSchedule
+
+CHECKPOINT_FORMAT = 1
+EVAL_CHUNK_STEPS = 4096
+"""Validation needs no gradient, so it runs in long chunks whatever N is (bounds memory only)."""
+
+EPOCH_COLUMNS = ("epoch", "loss", "val_loss", "chunks", "stage", "lr", "grad_norm_mean",
+                 "grad_norm_max", "clip_fraction", "epoch_time_s", "steps_per_s", "timesteps",
+                 "updates", "train_time_s")
+"""The per-epoch record, in column order (`timesteps`, `updates`, `train_time_s` cumulative)."""
+
+
+def set_seed(seed: int) -> None:
+    """The one place that seeds torch (weights, noise layers, series order)."""
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when it is available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: got 'cuda' but no CUDA device is available; "
+                          "allowed: auto, cpu")
+    return torch.device(name)
+
+
+def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer named by `cfg.optimizer` with its own knobs from the config."""
+    eps = {} if cfg.eps is None else {"eps": cfg.eps}
+    wd = cfg.weight_decay
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=wd,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, momentum=cfg.momentum,
+                                   weight_decay=wd, **eps)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                weight_decay=wd, **eps)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                 weight_decay=wd, **eps)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=wd, **eps)
+    if cfg.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=cfg.lr, rho=cfg.rho, weight_decay=wd, **eps)
+    raise ConfigError(f"train.optimizer: got {cfg.optimizer!r}")  # pragma: no cover
+
+
+def chunk_bounds(steps: int, n: int) -> list[tuple[int, int]]:
+    """Cut `steps` into `n` consecutive chunks whose sizes differ by at most one; no step lost."""
+    n = min(n, steps)
+    edges = [round(i * steps / n) for i in range(n + 1)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+@dataclass
+class TrainingState:
+    """Everything a run needs to continue exactly where it stopped."""
+
+    config: Config
+    model: QNet
+    optimizer: torch.optim.Optimizer
+    schedule: ChunkSchedule
+    clipper: Any
+    epoch: int = 0
+    timesteps: int = 0
+    updates: int = 0
+    train_time_s: float = 0.0
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        """A named checkpoint dict of tensors and plain values (loadable with weights_only=True)."""
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "clipper": self.clipper.state_dict(),
+            "epoch": self.epoch,
+            "timesteps": self.timesteps,
+            "updates": self.updates,
+            "train_time_s": self.train_time_s,
+            "records": [dict(r) for r in self.records],
+            "rng": rng,
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        """Restore from `state_dict()`; the current config's lr wins (PBT mutates it on exploit)."""
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {ckpt.get('format')!r} is not {CHECKPOINT_FORMAT}")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.train.lr
+        self.schedule.load_state_dict(ckpt["schedule"])
+        self.clipper.load_state_dict(ckpt["clipper"])
+        self.epoch = int(ckpt["epoch"])
+        self.timesteps = int(ckpt["timesteps"])
+        self.updates = int(ckpt["updates"])
+        self.train_time_s = float(ckpt["train_time_s"])
+        self.records = [dict(r) for r in ckpt["records"]]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+
+
+@dataclass
+class Result:
+    """What a run ends with; divergence is a status, never an exception."""
+
+    status: str
+    """completed | diverged | stopped (the callback asked to stop)."""
+    records: list[dict[str, Any]]
+    diverged_epoch: int | None
+    state: TrainingState
+
+    @property
+    def best_loss(self) -> float:
+        losses = [r["loss"] for r in self.records if math.isfinite(r["loss"])]
+        return min(losses) if losses else math.inf
+
+    @property
+    def final_loss(self) -> float:
+        return self.records[-1]["loss"] if self.records else math.inf
+
+
+EpochCallback = Callable[[dict[str, Any], TrainingState], Any]
+"""Called after every epoch with its record and the full state; a truthy return stops the run."""
+
+
+def save_checkpoint(state: TrainingState, path: str | Path) -> None:
+    """Write the state to `path` atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state.state_dict(), tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint without unpickling arbitrary objects (weights_only=True)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def new_state(config: Config, n_inputs: int, n_actions: int, device: torch.device) -> TrainingState:
+    """A freshly initialised model, optimizer, schedule and clipper (seeded by train.seed)."""
+    set_seed(config.train.seed)
+    model = QNet(n_inputs, n_actions, config.model).to(device)
+    optimizer = build_optimizer(list(model.parameters()), config.train)
+    return TrainingState(config, model, optimizer, ChunkSchedule(config.train.schedule),
+                         make_clipper(config.train.clip))
+
+
+def _series_groups(n_series: int, batch: int | None, seed: int, epoch: int) -> list[torch.Tensor] | None:
+    """Row groups of one epoch (a seeded shuffle, so a resumed run sees the same order); None = all."""
+    if batch is None or batch >= n_series:
+        return None
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n_series, generator=gen)
+    return list(order.split(batch))
+
+
+def _masked_sq_error(q: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    err = (q - y).square()
+    if mask is not None:
+        err = err * mask.unsqueeze(-1)
+    return err.sum()
+
+
+def train_epoch(state: TrainingState, data: SeriesSet) -> dict[str, Any]:
+    """One pass over every series at the schedule's current N; returns the partial record.
+
+    The epoch loss is the squared error summed over every real step of the epoch divided by
+    their number, so it is comparable whatever N is. A non-finite loss or gradient norm stops
+    the epoch before the optimizer applies it, and the record's loss is +inf."""
+    model, opt, clipper = state.model, state.optimizer, state.clipper
+    model.train()
+    n = state.schedule.chunks
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = _series_groups(data.mask.shape[0], state.config.train.batch_series,
+                            state.config.train.seed, state.epoch)
+    parts = [data] if groups is None else [data.select(rows) for rows in groups]
+    stats = EpochClipStats()
+    n_actions = data.targets.shape[-1]
+    sq_sum = torch.zeros((), device=data.targets.device)
+    real_steps = 0
+    diverged = False
+    start = time.perf_counter()
+    for part in parts:
+        padded = not bool(part.mask.all())
+        hidden: State | None = None
+        for a, b in chunk_bounds(part.steps, n):
+            mask = part.mask[:, a:b] if padded else None
+            count = int(mask.sum()) if padded else part.mask.shape[0] * (b - a)
+            if count == 0:
+                continue
+            q, hidden = model(part.inputs(a, b), hidden)
+            err = _masked_sq_error(q, part.targets[:, a:b], mask)
+            opt.zero_grad(set_to_none=True)
+            (err / (count * n_actions)).backward()
+            stat = clipper.clip(params)
+            stats.add(stat)
+            if not math.isfinite(stat.pre_norm):
+                diverged = True
+                break
+            opt.step()
+            hidden = detach_state(hidden)
+            sq_sum += err.detach()
+            real_steps += count
+            state.updates += 1
+        if diverged:
+            break
+    elapsed = time.perf_counter() - start
+    loss = float(sq_sum) / max(real_steps * n_actions, 1)
+    if diverged or not math.isfinite(loss):
+        loss = math.inf
+    state.timesteps += real_steps
+    state.train_time_s += elapsed
+    return {"loss": loss, "chunks": n, "stage": state.schedule.stage, **stats.summary(),
+            "epoch_time_s": elapsed, "steps_per_s": real_steps / elapsed if elapsed > 0 else 0.0}
+
+
+@torch.no_grad()
+def evaluate(model: QNet, data: SeriesSet) -> float:
+    """MSE over the masked-in steps of `data`, from a reset state, noise off.
+
+    For a tail hold-out the mask is off over the training part, which still runs first to warm
+    the state, so validation never inherits the training loop's state."""
+    was_training = model.training
+    model.eval()
+    hidden: State | None = None
+    sq = torch.zeros((), device=data.targets.device)
+    for a, b in chunk_bounds(data.steps, max(1, math.ceil(data.steps / EVAL_CHUNK_STEPS))):
+        q, hidden = model(data.inputs(a, b), hidden)
+        sq += _masked_sq_error(q, data.targets[:, a:b], data.mask[:, a:b])
+    model.train(was_training)
+    count = int(data.mask.sum()) * data.targets.shape[-1]
+    return float(sq) / count if count else math.nan
+
+
+def fit(config: Config, on_epoch: EpochCallback | None = None,
+        checkpoint: dict[str, Any] | None = None, data: Prepared | None = None) -> Result:
+    """Train `config` to `train.max_epochs` (or divergence, or a stop from `on_epoch`).
+
+    `checkpoint` (a `TrainingState.state_dict()`) resumes exactly where it was saved; `data`
+    reuses already prepared series (the search prepares them once per trial process)."""
+    tc = config.train
+    if tc.threads is not None:
+        torch.set_num_threads(tc.threads)
+    device = resolve_device(tc.device)
+    data = data if data is not None else prepare(config.data, device=device)
+    state = new_state(config, data.train.inputs(0, 1).shape[-1], data.n_actions, device)
+    if checkpoint is not None:
+        state.load_state_dict(checkpoint)
+
+    # Adaptive optimizers drive some statistics into subnormal floats, which the CPU handles up
+    # to 4x slower; flush them to zero while training, and leave the process as it was after.
+    flush = device.type == "cpu" and torch.set_flush_denormal(True)
+    try:
+        return _train(state, data, on_epoch)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+
+
+def _train(state: TrainingState, data: Prepared, on_epoch: EpochCallback | None) -> Result:
+    """The epoch loop of `fit`, from wherever `state` stands."""
+    tc = state.config.train
+    status, diverged_epoch = "completed", None
+    while state.epoch < tc.max_epochs:
+        record = train_epoch(state, data.train)
+        state.epoch += 1
+        record = {
+            "epoch": state.epoch, **record,
+            "val_loss": evaluate(state.model, data.val) if data.val is not None else math.nan,
+            "lr": state.optimizer.param_groups[0]["lr"], "timesteps": state.timesteps,
+            "updates": state.updates, "train_time_s": state.train_time_s,
+        }
+        record = {k: record[k] for k in EPOCH_COLUMNS}
+        state.records.append(record)
+        if not math.isfinite(record["loss"]):
+            status, diverged_epoch = "diverged", state.epoch
+        else:
+            state.schedule.step(record["loss"])
+        stop = on_epoch(record, state) if on_epoch is not None else False
+        if status == "diverged":
+            break
+        if stop:
+            status = "stopped"
+            break
+    return Result(status, state.records, diverged_epoch, state)
