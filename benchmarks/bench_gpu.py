@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
 SCALE = (15, 20000, 128)  # series, length in prices (= steps + 1), window
 LR = 0.01

@@ -66,8 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("overrides", nargs="*", help="key=value, e.g. data.length=4000")
     args = p.parse_args(argv)
     if args.num_gpus is not None and (args.address or args.num_gpus < 0):
-        p.error(f"--num-gpus: got {args.num_gpus}" + (" with --address, whose cluster says what "
-                "GPUs it has" if args.address else "") + "; allowed: an integer >= 0, local Ray only")
+        with_address = " with --address (the cluster says what GPUs it has)" if args.address else ""
+        p.error(f"--num-gpus: got {args.num_gpus}{with_address}; allowed: an integer >= 0, "
+                "local Ray only")
     return args
 
 

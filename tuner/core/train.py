@@ -75,7 +75,7 @@ def resolve_device(name: str | None, gpu: bool | None = None) -> torch.device:
 
 
 def _visible_gpus() -> str:
-    """The GPU ids a scheduler exposed to this process and torch's build, e.g. '0 (torch 2.1+cpu)'."""
+    """The GPU ids a scheduler exposed to this process, and torch's build: '0 (torch 2.1+cpu)'."""
     return f"{os.environ.get('CUDA_VISIBLE_DEVICES') or '?'} (torch {torch.__version__})"
 
 
