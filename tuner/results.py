@@ -26,8 +26,11 @@ from tuner.core.train import EPOCH_COLUMNS
 RAY_DIR = "ray"
 """Tune's storage folder inside a study folder; one experiment per run of the search."""
 TRIAL_COLUMNS = ("trial_id", "experiment", "status", "seed", "objective", "best_loss",
-                 "final_loss", "auc", "epochs", "timesteps", "seconds", "diverged_epoch", "error")
-"""trials.csv columns; the searched keys are inserted after `status`."""
+                 "final_loss", "auc", "epochs", "timesteps", "seconds", "diverged_epoch", "node",
+                 "device", "error")
+"""trials.csv columns; the searched keys are inserted after `status`. `node`: the IP of the
+Ray node the trial ran on; `device`: `cpu` or e.g. `cuda:0 (NVIDIA H200)` (empty when a trial
+failed before its first epoch)."""
 STATUSES = ("completed", "early_stopped", "diverged", "error", "running", "pending",
             "interrupted")
 """`interrupted`: the search stopped (Ctrl-C, a killed driver) mid-trial; --resume goes on."""
@@ -207,6 +210,8 @@ def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame,
             timesteps=int(last["timesteps"]) if last else 0,
             seconds=float(last["train_time_s"]) if last else 0.0,
             diverged_epoch=int(last["epoch"]) if last and last.get("diverged") else None,
+            node=last.get("node", "") if last else "",
+            device=last.get("device", "") if last else "",
             error="" if ended_itself else log.error,
         )
         trial_rows.append(row)

@@ -17,7 +17,9 @@ series are padded at the end and their padded steps are masked out of the loss.
 from __future__ import annotations
 
 import math
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -46,14 +48,35 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when it is available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: got 'cuda' but no CUDA device is available; "
-                          "allowed: auto, cpu")
-    return torch.device(name)
+def resolve_device(name: str | None, gpu: bool | None = None) -> torch.device:
+    """The torch device for `train.device` (see `TrainConfig.device`).
+
+    `gpu`: whether the scheduler gave this run a GPU (None: no scheduler, a single run). A run
+    given a GPU never falls back to the CPU unless asked to (`auto`), and then says so: a GPU
+    node whose torch has no CUDA would otherwise burn its reservation at CPU speed, unnoticed."""
+    cuda = torch.cuda.is_available()
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or (name is None and gpu):
+        if not cuda and gpu:
+            raise ConfigError(f"given GPU {_visible_gpus()} but torch.cuda.is_available() is "
+                              "False: install a CUDA build of torch on this node, or set "
+                              "resources.gpu: 0")
+        if not cuda:
+            raise ConfigError("train.device: got 'cuda' but torch.cuda.is_available() is False; "
+                              "allowed: auto, cpu (or install a CUDA build of torch)")
+        return torch.device("cuda")
+    if gpu is False:  # null or auto without a GPU reserved: stay off GPUs others reserved
+        return torch.device("cpu")
+    if gpu and not cuda:
+        warnings.warn(f"given GPU {_visible_gpus()} but torch.cuda.is_available() is False: "
+                      "training on the CPU (train.device: auto)", RuntimeWarning, stacklevel=2)
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def _visible_gpus() -> str:
+    """The GPU ids a scheduler exposed to this process, and torch's build: '0 (torch 2.1+cpu)'."""
+    return f"{os.environ.get('CUDA_VISIBLE_DEVICES') or '?'} (torch {torch.__version__})"
 
 
 def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
