@@ -1,10 +1,19 @@
-"""TODO claims"""
+"""The 2019 article's ablation: its cases, the yardsticks they are compared by, and its claims.
+
+Everything article-specific lives here (case names, the claims and how each is measured); the
+generic measures it uses are in `tuner.report.measures` and `tuner.core.metrics`.
+
+Conventions: a NaN or +inf loss is a blow-up and counts as +inf; lower is better; "spread"
+over seeds is the min-max range, not a standard deviation: with 3 seeds per setting a range is
+what the data can honestly show.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -40,7 +49,6 @@ UNCLEAR: Verdict = "unclear"
 #: Verdict of a claim whose cases were not run.
 CASE_MISSING = "unclear (case missing)"
 
-
 #: Names of the cases of the article's ablation, in the order the article presents them, then the
 #: future-work extras. The ablation space file uses exactly these names in the ``case`` column.
 CASES: tuple[str, ...] = (
@@ -59,7 +67,6 @@ CASES: tuple[str, ...] = (
 
 #: The article's baseline: SGD, lr 0.01, no clipping, the whole series in one chunk.
 BASELINE_CASE = "sgd"
-
 
 #: Relative margin the means must differ by, on top of non-overlapping seed ranges.
 VERDICT_MARGIN = 0.05
@@ -343,6 +350,86 @@ def _measure(metrics: pd.DataFrame, column: str, cases: Sequence[str], what: str
     return " vs ".join(parts) + f" ({what})"
 
 
+def _lower(m: pd.DataFrame, better: str, worse: str, column: str, what: str) -> tuple[str, str]:
+    """Claim "``better`` has a lower ``column`` than ``worse``": (measured text, verdict)."""
+    v = verdict_lower(case_values(m, better, column), case_values(m, worse, column))
+    return _measure(m, column, [better, worse], what), v
+
+
+def _stabilises(m: pd.DataFrame) -> tuple[str, str]:
+    """Roughness with clip below roughness without, for both Adam and RMSprop."""
+    pairs = [("adam-clip", "adam"), ("rmsprop-clip", "rmsprop")]
+    verdicts = [verdict_lower(case_values(m, a, "roughness"), case_values(m, b, "roughness"))
+                for a, b in pairs]
+    text = "; ".join(_measure(m, "roughness", [a, b], "roughness") for a, b in pairs)
+    return text + ": mean rise of log10 loss per epoch", combine_verdicts(verdicts)
+
+
+def _speedup(m: pd.DataFrame, column: str, what: str) -> tuple[str, str]:
+    """sgd-schedule lower than sgd on ``column``, with seconds-to-target for context."""
+    text, verdict = _lower(m, "sgd-schedule", "sgd", column, what)
+    ttt = _measure(m, "t_target", ["sgd-schedule", "sgd"], "seconds to target")
+    return f"{text}; {ttt}", verdict
+
+
+def _most_efficient(m: pd.DataFrame, at_s: str) -> tuple[str, str]:
+    """adam-clip-schedule has a lower loss after S seconds than every other case."""
+    star = "adam-clip-schedule"
+    others = [c for c in ordered_cases(m["case"]) if c != star]
+    if not others:
+        return "no other case to compare with", UNCLEAR
+    mine = case_values(m, star, "loss_S")
+    verdicts = {c: verdict_lower(mine, case_values(m, c, "loss_S")) for c in others}
+    means = {c: _mean_or_inf(case_values(m, c, "loss_S")) for c in others}
+    runner = min(others, key=lambda c: (means[c], c))
+    text = _measure(m, "loss_S", [star, runner], at_s + "; the best other case shown")
+    beaten = [c for c, v in verdicts.items() if v == DOES_NOT_HOLD]
+    unclear = [c for c, v in verdicts.items() if v == UNCLEAR]
+    if beaten:
+        text += "; beaten by " + ", ".join(beaten)
+    elif unclear:
+        text += "; within the seed spread of " + ", ".join(unclear)
+    ttt = _measure(m, "t_target", [star, runner], "seconds to target")
+    return f"{text}; {ttt}", combine_verdicts(verdicts.values())
+
+
+Claim = tuple[str, tuple[str, ...], Callable[[], tuple[str, str]]]
+"""(claim text, the cases it needs, how to measure it: () -> (measured text, verdict))."""
+
+
+def _claims(m: pd.DataFrame, setup: AblationSetup) -> list[Claim]:
+    """The article's claims, each with the cases it needs and its measure."""
+    at_e = f"loss after {setup.epoch} epochs"
+    spikes = f"spikes per run, factor {setup.factor:g}"
+
+    def lower(better: str, worse: str, column: str, what: str) -> Callable[[], tuple[str, str]]:
+        return partial(_lower, m, better, worse, column, what)
+
+    return [
+        ("1a. RMSprop beats SGD", ("rmsprop", "sgd"), lower("rmsprop", "sgd", "loss_E", at_e)),
+        ("1b. Adam beats SGD", ("adam", "sgd"), lower("adam", "sgd", "loss_E", at_e)),
+        ("1c. Adam beats RMSprop", ("adam", "rmsprop"), lower("adam", "rmsprop", "loss_E", at_e)),
+        ("1d. Adam shows loss spikes (more than RMSprop)", ("adam", "rmsprop"),
+         lower("rmsprop", "adam", "spikes", spikes)),
+        ("2a. Clipping (global norm 1.0) removes Adam's spikes", ("adam-clip", "adam"),
+         lower("adam-clip", "adam", "spikes", spikes)),
+        ("2b. Clipping removes RMSprop's spikes", ("rmsprop-clip", "rmsprop"),
+         lower("rmsprop-clip", "rmsprop", "spikes", spikes)),
+        ("2c. Adaptive clipping (the text's reading: mean + 1 std) removes Adam's spikes",
+         ("adam-adaptive-clip", "adam"), lower("adam-adaptive-clip", "adam", "spikes", spikes)),
+        ("2d. Clipping stabilises training (Adam and RMSprop)",
+         ("adam-clip", "adam", "rmsprop-clip", "rmsprop"), partial(_stabilises, m)),
+        ("2e. With clipping, Adam keeps its lead over RMSprop", ("adam-clip", "rmsprop-clip"),
+         lower("adam-clip", "rmsprop-clip", "loss_E", at_e)),
+        ("3a. The schedule gives SGD a large early speed-up (per epoch)", ("sgd-schedule", "sgd"),
+         partial(_speedup, m, "loss_early", f"loss after {setup.early_epoch} epochs")),
+        ("3b. ... and per wall-clock second", ("sgd-schedule", "sgd"),
+         partial(_speedup, m, "loss_S_early", f"loss after {fmt(setup.early_seconds, 3)} s")),
+        ("4. Adam + clipping + schedule is the most efficient of all", ("adam-clip-schedule",),
+         partial(_most_efficient, m, f"loss after {fmt(setup.seconds, 3)} s")),
+    ]
+
+
 def claims_table(
     trials: pd.DataFrame,
     epochs: pd.DataFrame,
@@ -368,124 +455,12 @@ def claims_table(
     setup = setup or ablation_setup(trials, epochs, target_loss, factor)
     metrics = trial_metrics(trials, epochs, setup)
     present = set(metrics["case"])
-    at_e = f"loss after {setup.epoch} epochs"
-    at_s = f"loss after {fmt(setup.seconds, 3)} s"
-    spikes = f"spikes per run, factor {setup.factor:g}"
     rows: list[dict[str, str]] = []
-
-    def add(claim: str, cases: Sequence[str], measure: Callable[[], tuple[str, str]]) -> None:
-        """Append one claim row, or a case-missing row when a needed case was not run."""
+    for claim, cases, measure in _claims(metrics, setup):
         missing = [c for c in cases if c not in present]
         if missing:
-            rows.append(
-                {
-                    "claim": claim,
-                    "measured": "case missing: " + ", ".join(missing),
-                    "verdict": CASE_MISSING,
-                }
-            )
-            return
-        measured, verdict = measure()
+            measured, verdict = "case missing: " + ", ".join(missing), CASE_MISSING
+        else:
+            measured, verdict = measure()
         rows.append({"claim": claim, "measured": measured, "verdict": verdict})
-
-    def lower(better: str, worse: str, column: str, what: str) -> tuple[str, str]:
-        """Claim "``better`` has a lower ``column`` than ``worse``"."""
-        v = verdict_lower(case_values(metrics, better, column), case_values(metrics, worse, column))
-        return _measure(metrics, column, [better, worse], what), v
-
-    add(
-        "1a. RMSprop beats SGD", ["rmsprop", "sgd"], lambda: lower("rmsprop", "sgd", "loss_E", at_e)
-    )
-    add("1b. Adam beats SGD", ["adam", "sgd"], lambda: lower("adam", "sgd", "loss_E", at_e))
-    add(
-        "1c. Adam beats RMSprop",
-        ["adam", "rmsprop"],
-        lambda: lower("adam", "rmsprop", "loss_E", at_e),
-    )
-    add(
-        "1d. Adam shows loss spikes (more than RMSprop)",
-        ["adam", "rmsprop"],
-        lambda: lower("rmsprop", "adam", "spikes", spikes),
-    )
-    add(
-        "2a. Clipping (global norm 1.0) removes Adam's spikes",
-        ["adam-clip", "adam"],
-        lambda: lower("adam-clip", "adam", "spikes", spikes),
-    )
-    add(
-        "2b. Clipping removes RMSprop's spikes",
-        ["rmsprop-clip", "rmsprop"],
-        lambda: lower("rmsprop-clip", "rmsprop", "spikes", spikes),
-    )
-    add(
-        "2c. Adaptive clipping (the text's reading: mean + 1 std) removes Adam's spikes",
-        ["adam-adaptive-clip", "adam"],
-        lambda: lower("adam-adaptive-clip", "adam", "spikes", spikes),
-    )
-
-    def stabilises() -> tuple[str, str]:
-        """Roughness with clip below roughness without, for both Adam and RMSprop."""
-        pairs = [("adam-clip", "adam"), ("rmsprop-clip", "rmsprop")]
-        verdicts = [
-            verdict_lower(
-                case_values(metrics, a, "roughness"), case_values(metrics, b, "roughness")
-            )
-            for a, b in pairs
-        ]
-        text = "; ".join(_measure(metrics, "roughness", [a, b], "roughness") for a, b in pairs)
-        return text + ": mean rise of log10 loss per epoch", combine_verdicts(verdicts)
-
-    add(
-        "2d. Clipping stabilises training (Adam and RMSprop)",
-        ["adam-clip", "adam", "rmsprop-clip", "rmsprop"],
-        stabilises,
-    )
-    add(
-        "2e. With clipping, Adam keeps its lead over RMSprop",
-        ["adam-clip", "rmsprop-clip"],
-        lambda: lower("adam-clip", "rmsprop-clip", "loss_E", at_e),
-    )
-
-    def speedup(column: str, what: str) -> tuple[str, str]:
-        """sgd-schedule lower than sgd on ``column``, with seconds-to-target for context."""
-        text, verdict = lower("sgd-schedule", "sgd", column, what)
-        ttt = _measure(metrics, "t_target", ["sgd-schedule", "sgd"], "seconds to target")
-        return f"{text}; {ttt}", verdict
-
-    add(
-        "3a. The schedule gives SGD a large early speed-up (per epoch)",
-        ["sgd-schedule", "sgd"],
-        lambda: speedup("loss_early", f"loss after {setup.early_epoch} epochs"),
-    )
-    add(
-        "3b. ... and per wall-clock second",
-        ["sgd-schedule", "sgd"],
-        lambda: speedup("loss_S_early", f"loss after {fmt(setup.early_seconds, 3)} s"),
-    )
-
-    def most_efficient() -> tuple[str, str]:
-        """adam-clip-schedule lower loss after S seconds than every other case."""
-        star = "adam-clip-schedule"
-        others = [c for c in ordered_cases(present) if c != star]
-        if not others:
-            return "no other case to compare with", UNCLEAR
-        mine = case_values(metrics, star, "loss_S")
-        verdicts = {c: verdict_lower(mine, case_values(metrics, c, "loss_S")) for c in others}
-        means = {c: _mean_or_inf(case_values(metrics, c, "loss_S")) for c in others}
-        runner = min(others, key=lambda c: (means[c], c))
-        text = _measure(metrics, "loss_S", [star, runner], at_s + "; the best other case shown")
-        beaten = [c for c, v in verdicts.items() if v == DOES_NOT_HOLD]
-        unclear = [c for c, v in verdicts.items() if v == UNCLEAR]
-        if beaten:
-            text += "; beaten by " + ", ".join(beaten)
-        elif unclear:
-            text += "; within the seed spread of " + ", ".join(unclear)
-        ttt = _measure(metrics, "t_target", [star, runner], "seconds to target")
-        return f"{text}; {ttt}", combine_verdicts(verdicts.values())
-
-    add(
-        "4. Adam + clipping + schedule is the most efficient of all",
-        ["adam-clip-schedule"],
-        most_efficient,
-    )
     return pd.DataFrame(rows, columns=["claim", "measured", "verdict"])

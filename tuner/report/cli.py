@@ -1,4 +1,4 @@
-"""TODO cli"""
+"""``python -m tuner.report results/NAME [--out DIR]``: exit 0, or 2 with one line on bad input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO markdown"""
+"""The text-only sections of the report; each section function returns its markdown lines."""
 
 from __future__ import annotations
 
@@ -88,31 +88,10 @@ def count_trials(study: StudyFiles) -> Counts:
     )
 
 
-def summary_section(
-    study: StudyFiles,
-    ranking: pd.DataFrame,
-    counts: Counts,
-    claims: pd.DataFrame | None,
-    edges: list[str],
-) -> list[str]:
-    """The actionable summary: best setting, margin over the baseline, how sure, what next."""
-    lines = [H_SUMMARY, ""]
-    if ranking.empty:
-        lines += ["No trial has finished yet: nothing to report beyond the counts below.", ""]
-        return lines
+def _baseline_lines(study: StudyFiles, ranking: pd.DataFrame) -> list[str]:
+    """How the best setting compares with the article's baseline (or the median trial)."""
+    lines: list[str] = []
     best = ranking.iloc[0]
-    what = f"case `{best['setting']}`" if study.has_cases else f"trial `{best['best_trial']}`"
-    config = f" ({best['config']})" if best["config"] else ""
-    spread = (
-        f"mean over {best['n']} seeds, min-max {fmt(best['min'])}-{fmt(best['max'])}"
-        if best["n"] > 1
-        else "one run only: the seed spread is unknown; re-run this setting with 3+ seeds "
-        "before trusting small margins"
-    )
-    lines.append(
-        f"- **Best setting:** {what}{config}: {study.objective} "
-        f"**{fmt(best['mean'])}** ({spread})."
-    )
     base_row = ranking[ranking["setting"] == BASELINE_CASE] if study.has_cases else ranking[0:0]
     if len(base_row):
         base = base_row.iloc[0]
@@ -141,6 +120,38 @@ def summary_section(
                 else " The seed ranges overlap or the gap is under 5%: not conclusive."
             )
         lines.append(line)
+    return lines
+
+
+def summary_section(
+    study: StudyFiles,
+    ranking: pd.DataFrame,
+    counts: Counts,
+    claims: pd.DataFrame | None,
+    edges: list[str],
+) -> list[str]:
+    """The actionable summary: best setting, margin over the baseline, how sure, what next."""
+    lines = [H_SUMMARY, ""]
+    if ranking.empty and counts.finished:
+        return lines + [f"{counts.finished} trials finished but none has a `{study.objective}` "
+                        "value: nothing to rank.", ""]
+    if ranking.empty:
+        return lines + ["No trial has finished yet: nothing to report beyond the counts below.",
+                        ""]
+    best = ranking.iloc[0]
+    what = f"case `{best['setting']}`" if study.has_cases else f"trial `{best['best_trial']}`"
+    config = f" ({best['config']})" if best["config"] else ""
+    spread = (
+        f"mean over {best['n']} seeds, min-max {fmt(best['min'])}-{fmt(best['max'])}"
+        if best["n"] > 1
+        else "one run only: the seed spread is unknown; re-run this setting with 3+ seeds "
+        "before trusting small margins"
+    )
+    lines.append(
+        f"- **Best setting:** {what}{config}: {study.objective} "
+        f"**{fmt(best['mean'])}** ({spread})."
+    )
+    lines += _baseline_lines(study, ranking)
     lines.append(
         f"- **Diverged:** {counts.diverged_share()}"
         + (f"; {counts.errors} errored" if counts.errors else "")

@@ -1,4 +1,9 @@
-"""TODO measures"""
+"""Generic measures of loss curves and trial tables (not specific to the article).
+
+Plain arrays and pandas tables in the ``trials.csv`` / ``epochs.csv`` layout in, numbers and
+tables out; nothing reads files or draws. A NaN or +inf loss is a blow-up and counts as +inf
+(the rule of `tuner.core.metrics`).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,6 @@ from tuner.report.text import fmt_value
 
 #: Default spike factor: an epoch whose loss exceeds 1.5 x the best loss so far is in a spike.
 SPIKE_FACTOR = 1.5
-
 
 #: Trial statuses whose numbers are final (running/pending rows are partial, error rows are empty).
 FINISHED_STATUSES = ("completed", "early_stopped", "diverged")

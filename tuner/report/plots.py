@@ -1,4 +1,7 @@
-"""TODO plots"""
+"""Figures: the shared figure helpers, curve groups and bands, the curve and gradient plots.
+
+Figures are drawn on the Agg canvas without pyplot's global state and saved atomically.
+"""
 
 from __future__ import annotations
 
@@ -30,14 +33,11 @@ FIGSIZE = (9.0, 5.5)
 
 DPI = 120
 
-
 #: Curves of this many best trials are drawn for plain searches.
 TOP_N = 5
 
-
 #: Log y scale when the plotted values span more than this many decades.
 LOG_DECADES = 1.5
-
 
 #: Font sizes: axis labels and ticks stay readable at the page width of a markdown viewer.
 RC = {
@@ -191,6 +191,26 @@ def time_band(
     return grid[keep], np.nanmean(m, axis=0), np.nanmin(m, axis=0), np.nanmax(m, axis=0)
 
 
+def _mark_run(ax: Axes, rows: pd.DataFrame, axis: str, x: np.ndarray, mean: np.ndarray,
+              color: Any) -> tuple[bool, bool]:
+    """Mark one run on its group's curve: hollow circles at stage changes, a red x at the last
+    finite loss of a run that blew up. Returns (any stage change, blew up)."""
+    stage = False
+    for _, ch in stage_changes(rows).iterrows():
+        cx = float(ch["epoch"] if axis == "epoch" else ch["train_time_s"])
+        if math.isfinite(cx):
+            ax.plot(cx, np.interp(cx, x, mean), "o", mfc="white", mec=color, ms=6, mew=1.5,
+                    zorder=4)
+            stage = True
+    loss = rows["loss"].to_numpy(dtype=float)
+    finite = np.flatnonzero(np.isfinite(loss))
+    if not (loss.size and not np.isfinite(loss[-1]) and finite.size):
+        return stage, False
+    last = rows.iloc[int(finite[-1])]
+    ax.plot(float(last[axis]), float(last["loss"]), "x", color="red", ms=9, mew=2, zorder=5)
+    return stage, True
+
+
 def plot_curves(study: StudyFiles, groups: Sequence[Group], axis: str, title: str) -> Figure:
     """Loss against ``axis`` ("epoch" or "train_time_s"): mean over seeds, min-max band,
     hollow circles where the schedule changes stage, red x where a run blew up."""
@@ -213,36 +233,9 @@ def plot_curves(study: StudyFiles, groups: Sequence[Group], axis: str, title: st
             ax.fill_between(x, lo, hi, color=g.color, alpha=0.18, lw=0)
         plotted.extend(lo.tolist() + hi.tolist())
         for tid in g.trial_ids:
-            rows = epochs[epochs["trial_id"] == tid]
-            for _, ch in stage_changes(rows).iterrows():
-                cx = float(ch["epoch"] if axis == "epoch" else ch["train_time_s"])
-                if math.isfinite(cx):
-                    ax.plot(
-                        cx,
-                        np.interp(cx, x, mean),
-                        "o",
-                        mfc="white",
-                        mec=g.color,
-                        ms=6,
-                        mew=1.5,
-                        zorder=4,
-                    )
-                    any_stage = True
-            loss = rows["loss"].to_numpy(dtype=float)
-            if loss.size and not np.isfinite(loss[-1]):
-                finite = np.flatnonzero(np.isfinite(loss))
-                if finite.size:
-                    last = rows.iloc[int(finite[-1])]
-                    ax.plot(
-                        float(last[axis]),
-                        float(last["loss"]),
-                        "x",
-                        color="red",
-                        ms=9,
-                        mew=2,
-                        zorder=5,
-                    )
-                    any_diverged = True
+            stage, blew_up = _mark_run(ax, epochs[epochs["trial_id"] == tid], axis, x, mean,
+                                       g.color)
+            any_stage, any_diverged = any_stage or stage, any_diverged or blew_up
     if span_decades(plotted) > LOG_DECADES:
         ax.set_yscale("log")
     ax.set_xlabel("epoch" if axis == "epoch" else "wall-clock training time (s)")

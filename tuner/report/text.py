@@ -1,4 +1,4 @@
-"""TODO text"""
+"""Numbers and tables as text: the formats the claims table and the report share."""
 
 from __future__ import annotations
 
