@@ -180,7 +180,10 @@ def save_importance_plot(imp: Importance, name: str, path: Path) -> None:
         ax = plot_param_importances(imp.study, evaluator=ev)
         fig = ax.figure
         try:
-            ax.set_title(f"{name}: parameter importance ({imp.evaluator})")
+            ax.set_title("")
+            ax.set_title(f"{name}: parameter importance ({imp.evaluator})", loc="left")
+            if ax.get_legend() is not None:  # one objective: its legend says nothing
+                ax.get_legend().remove()
             fig.set_size_inches(9.0, max(2.5, 0.5 * len(imp.values) + 1.5))
             fig.tight_layout()
             save_png(fig, path)
