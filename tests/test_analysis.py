@@ -8,8 +8,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
 from tuner.core import metrics
 from tuner.report import claims, measures, ranges, text

@@ -9,7 +9,8 @@ module only picks one by name, so Ray workers import nothing from the report lay
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from tuner.core import metrics
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -22,8 +23,17 @@ from tuner.core import metrics
 from tuner.core.atomic import STALE_TEMP_S, atomic_write_bytes, atomic_write_text
 from tuner.core.metrics import EPOCH_COLUMNS
 
-__all__ = ["STALE_TEMP_S", "atomic_write_bytes", "atomic_write_text", "atomic_write_csv",
-           "atomic_write_yaml", "read_logs", "tables", "write_tables", "load_tables"]
+__all__ = [
+    "STALE_TEMP_S",
+    "atomic_write_bytes",
+    "atomic_write_csv",
+    "atomic_write_text",
+    "atomic_write_yaml",
+    "load_tables",
+    "read_logs",
+    "tables",
+    "write_tables",
+]
 
 RAY_DIR = "ray"
 """Tune's storage folder inside a study folder; one experiment per run of the search."""

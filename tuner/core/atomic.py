@@ -17,8 +17,9 @@ import glob
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, IO
+from typing import IO
 
 STALE_TEMP_S = 600.0
 """A temporary file older than this was left by a killed writer (a live one exists for the

@@ -71,8 +71,8 @@ def curves_section(study: StudyFiles, groups: list[Group], plots: Path) -> list[
         lines += [image(f"plots/{fname}", f"training loss {label}"), ""]
     what = ("case (mean over seeds, band = min-max)" if study.has_cases
             else f"the {TOP_N} best trials")
-    return lines + [f"One line per {what}. Hollow circles: the chunk schedule moved to its next "
-                    "stage; red x: the last finite loss of a run that diverged.", ""]
+    return lines + [(f"One line per {what}. Hollow circles: the chunk schedule moved to its "
+                     "next stage; red x: the last finite loss of a run that diverged."), ""]
 
 
 def axis_section(study: StudyFiles, plots: Path) -> list[str]:
@@ -83,24 +83,24 @@ def axis_section(study: StudyFiles, plots: Path) -> list[str]:
         return lines + ["No searched keys in trials.csv: no axis plot.", ""]
     save_png(plot_axes(study, keys), plots / "axis_objective.png")
     return lines + [image("plots/axis_objective.png", "objective against each hyperparameter"),
-                    "", "Dots: finished trials (hollow: early-stopped); gold star: the best "
-                    "trial; red x at the top: diverged trials (objective +inf). Grey band: the "
-                    "searched range.", ""]
+                    "", ("Dots: finished trials (hollow: early-stopped); gold star: the best "
+                         "trial; red x at the top: diverged trials (objective +inf). Grey band: "
+                         "the searched range."), ""]
 
 
 def edges_section(edges: list[str]) -> list[str]:
     """The edge-of-range warnings, or the sentence that there are none."""
     if edges:
         return [H_EDGES, "", *[f"- {w}" for w in edges], ""]
-    return [H_EDGES, "", f"No best value lies in the outer {EDGE_SHARE:.0%} of its searched "
-            "range (log scale for log ranges).", ""]
+    return [H_EDGES, "", (f"No best value lies in the outer {EDGE_SHARE:.0%} of its searched "
+                          "range (log scale for log ranges)."), ""]
 
 
 def diverged_section(study: StudyFiles, counts: Counts) -> list[str]:
     """The share of diverged trials and the table of them."""
-    lines = [H_DIVERGED, "", f"Diverged: {counts.diverged_share()}. A large share means the "
-             "ranges reach unstable settings (often the learning rate's upper end): narrow them "
-             "or add clipping.", ""]
+    lines = [H_DIVERGED, "", (f"Diverged: {counts.diverged_share()}. A large share means the "
+                              "ranges reach unstable settings (often the learning rate's upper "
+                              "end): narrow them or add clipping."), ""]
     table = diverged_table(study)
     return lines + ([md_table(table), ""] if len(table) else [])
 
@@ -127,8 +127,8 @@ def gradients_section(study: StudyFiles, groups: list[Group], plots: Path) -> li
         return [H_GRAD, "", "No gradient norms recorded.", ""]
     save_png(plot_gradients(study, groups), plots / "grad_norms.png")
     return [H_GRAD, "", image("plots/grad_norms.png", "gradient norms"), "",
-            "Top: mean pre-clip global gradient norm per epoch (log scale); bottom: share of "
-            "optimizer steps whose gradient was clipped.", ""]
+            ("Top: mean pre-clip global gradient norm per epoch (log scale); bottom: share of "
+             "optimizer steps whose gradient was clipped."), ""]
 
 
 def importance_section(study: StudyFiles, plots: Path) -> list[str]:

@@ -133,8 +133,8 @@ def summary_section(
     """The actionable summary: best setting, margin over the baseline, how sure, what next."""
     lines = [H_SUMMARY, ""]
     if ranking.empty and counts.finished:
-        return lines + [f"{counts.finished} trials finished but none has a `{study.objective}` "
-                        "value: nothing to rank.", ""]
+        return lines + [(f"{counts.finished} trials finished but none has a "
+                         f"`{study.objective}` value: nothing to rank."), ""]
     if ranking.empty:
         return lines + ["No trial has finished yet: nothing to report beyond the counts below.",
                         ""]
@@ -232,13 +232,15 @@ def ablation_sections(
     lines = [
         H_ABLATION,
         "",
-        f"Every cell is the mean [min-max] over the case's seeds. Loss after **E = {setup.epoch}** "
-        "epochs (the shortest, over cases, of each case's longest non-diverged run) and after "
-        f"**S = {fmt(setup.seconds, 3)} s** of training (the same rule on `train_time_s`; a run "
-        "that ended earlier keeps its last loss, a diverged run counts as inf). Target loss "
-        f"**{fmt(setup.target)}** = {setup.target_source}. A spike is an excursion above "
-        f"**{setup.factor:g} x** the best loss so far, counted once per excursion (a blow-up "
-        "counts). Final chunks N: the schedule's chunk count at the last epoch (1 = whole series).",
+        (
+            f"Every cell is the mean [min-max] over the case's seeds. Loss after **E = {setup.epoch}** "
+            "epochs (the shortest, over cases, of each case's longest non-diverged run) and after "
+            f"**S = {fmt(setup.seconds, 3)} s** of training (the same rule on `train_time_s`; a run "
+            "that ended earlier keeps its last loss, a diverged run counts as inf). Target loss "
+            f"**{fmt(setup.target)}** = {setup.target_source}. A spike is an excursion above "
+            f"**{setup.factor:g} x** the best loss so far, counted once per excursion (a blow-up "
+            "counts). Final chunks N: the schedule's chunk count at the last epoch (1 = whole series)."
+        ),
         "",
     ]
     lines += [md_table(table) if len(table) else "No finished case runs.", ""]

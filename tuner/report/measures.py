@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,7 @@ def roughness(losses: Iterable[float]) -> float:
     if x.size < 2:
         return 0.0
     total = 0.0
-    for old, new in zip(x[:-1], x[1:], strict=True):
+    for old, new in pairwise(x):
         if not math.isfinite(old):
             continue
         if not math.isfinite(new):
