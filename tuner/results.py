@@ -3,25 +3,37 @@
 Tables are rebuilt from what Tune wrote to disk (each trial's `result.json`, `error.txt`), never
 from live Ray objects, so they can be made again after a crash, and they are de-duplicated on
 (trial, epoch): after a hard kill and a restore, Tune re-runs the epochs since its last snapshot.
-Every file is written atomically (temporary file, then rename), so a reader never sees half a CSV.
+Every file is written atomically (`tuner.core.atomic`), so a reader never sees half a CSV; the
+loss columns follow `tuner.core.metrics` (a diverged trial's best_loss, final_loss and auc are inf).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import math
-import os
-import tempfile
-import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 import yaml
 
-from tuner.core.train import EPOCH_COLUMNS
+from tuner.core import metrics
+from tuner.core.atomic import STALE_TEMP_S, atomic_write_bytes, atomic_write_text
+from tuner.core.metrics import EPOCH_COLUMNS
+
+__all__ = [
+    "STALE_TEMP_S",
+    "atomic_write_bytes",
+    "atomic_write_csv",
+    "atomic_write_text",
+    "atomic_write_yaml",
+    "load_tables",
+    "read_logs",
+    "tables",
+    "write_tables",
+]
 
 RAY_DIR = "ray"
 """Tune's storage folder inside a study folder; one experiment per run of the search."""
@@ -31,60 +43,6 @@ TRIAL_COLUMNS = ("trial_id", "experiment", "status", "seed", "objective", "best_
 """trials.csv columns; the searched keys are inserted after `status`. `node`: the IP of the
 Ray node the trial ran on; `device`: `cpu` or e.g. `cuda:0 (NVIDIA H200)` (empty when a trial
 failed before its first epoch)."""
-STATUSES = ("completed", "early_stopped", "diverged", "error", "running", "pending",
-            "interrupted")
-"""`interrupted`: the search stopped (Ctrl-C, a killed driver) mid-trial; --resume goes on."""
-
-
-STALE_TEMP_S = 600.0
-"""A temporary file of `atomic_write_text` older than this was left by a killed writer."""
-
-
-def _umask() -> int:
-    """The process umask, read without setting it (os.umask would race other threads)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Delete temporaries of `path` that a killed writer left (SIGKILL runs no cleanup).
-
-    Only old ones: a live writer's temporary exists for the seconds of one write."""
-    now = time.time()
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        try:
-            if now - tmp.stat().st_mtime > STALE_TEMP_S:
-                tmp.unlink()
-        except OSError:
-            continue
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that `path` always holds either the old or the new whole file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
 def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
     """CSV with floats to 9 significant digits (float32 losses need no more; halves the size)."""
     atomic_write_text(path, frame.to_csv(index=False, float_format="%.9g"))
@@ -194,8 +152,7 @@ def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame,
         epochs.insert(0, "trial_id", log.trial_id)
         epoch_frames.append(epochs)
         last = results[-1] if results else None
-        losses = epochs["loss"].astype(float)
-        finite = losses[losses.map(math.isfinite)]
+        losses = epochs["loss"].to_numpy(dtype=float)
         ended_itself = bool(last and (last.get("finished") or last.get("diverged")))
         row: dict[str, Any] = {"trial_id": log.trial_id, "experiment": log.experiment,
                                "status": _status(last, log.error, log.live)}
@@ -203,9 +160,9 @@ def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame,
         row.update(
             seed=last.get("seed") if last else None,
             objective=last.get("objective", math.nan) if last else math.nan,
-            best_loss=float(finite.min()) if len(finite) else math.nan,
-            final_loss=float(losses.iloc[-1]) if len(losses) else math.nan,
-            auc=float(finite.mean()) if len(finite) else math.nan,
+            best_loss=metrics.best_loss(losses),
+            final_loss=metrics.final_loss(losses),
+            auc=metrics.auc(losses),
             epochs=int(epochs["epoch"].max()) if len(epochs) else 0,
             timesteps=int(last["timesteps"]) if last else 0,
             seconds=float(last["train_time_s"]) if last else 0.0,

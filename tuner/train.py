@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.core import config as config_mod
+from tuner.core.atomic import atomic_write_text
 from tuner.core.config import ConfigError
 from tuner.core.data import prepare
 from tuner.core.train import EPOCH_COLUMNS, fit, resolve_device, save_checkpoint
@@ -50,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     result = fit(config, lambda r, s: print(_progress_line(r, config.train.max_epochs), flush=True),
                  data=data)
     frame = pd.DataFrame(result.records, columns=list(EPOCH_COLUMNS))
-    tmp = out / "epochs.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    tmp.replace(out / "epochs.csv")
+    atomic_write_text(out / "epochs.csv", frame.to_csv(index=False))
     save_checkpoint(result.state, out / "model.pt")
     tail = f" at epoch {result.diverged_epoch}" if result.diverged_epoch else ""
     print(f"{result.status}{tail}: best loss {result.best_loss:.5g}, final {result.final_loss:.5g}; "

@@ -24,12 +24,6 @@ class ConfigError(ValueError):
     """A configuration value or file is wrong; the message is one line meant for the user."""
 
 
-PRESETS = ("two-modes", "source-code")
-ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "linear")
-OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "adagrad", "adadelta")
-CLIP_MODES = ("none", "norm", "value", "per-tensor-norm", "adaptive", "percentile")
-
-
 @dataclass(frozen=True)
 class DataConfig:
     """Where the price series come from and how inputs and targets are built from them."""

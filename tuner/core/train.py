@@ -27,9 +27,12 @@ from typing import Any, Callable
 import torch
 
 from tuner.core import config as config_mod
+from tuner.core.atomic import atomic_write
 from tuner.core.clipping import EpochClipStats, make_clipper
 from tuner.core.config import Config, ConfigError, TrainConfig
 from tuner.core.data import Prepared, SeriesSet, prepare
+from tuner.core import metrics
+from tuner.core.metrics import EPOCH_COLUMNS  # noqa: F401 - re-exported: the record's columns
 from tuner.core.model import QNet, State, detach_state
 from tuner.core.schedule import ChunkSchedule
 
@@ -37,10 +40,6 @@ CHECKPOINT_FORMAT = 1
 EVAL_CHUNK_STEPS = 4096
 """Validation needs no gradient, so it runs in long chunks whatever N is (bounds memory only)."""
 
-EPOCH_COLUMNS = ("epoch", "loss", "val_loss", "chunks", "stage", "lr", "grad_norm_mean",
-                 "grad_norm_max", "clip_fraction", "epoch_time_s", "steps_per_s", "timesteps",
-                 "updates", "train_time_s")
-"""The per-epoch record, in column order (`timesteps`, `updates`, `train_time_s` cumulative)."""
 
 
 def set_seed(seed: int) -> None:
@@ -176,12 +175,12 @@ class Result:
 
     @property
     def best_loss(self) -> float:
-        losses = [r["loss"] for r in self.records if math.isfinite(r["loss"])]
-        return min(losses) if losses else math.inf
+        """Lowest loss; +inf for a diverged run (the rule of `tuner.core.metrics`)."""
+        return metrics.best_loss([r["loss"] for r in self.records])
 
     @property
     def final_loss(self) -> float:
-        return self.records[-1]["loss"] if self.records else math.inf
+        return metrics.final_loss([r["loss"] for r in self.records])
 
 
 EpochCallback = Callable[[dict[str, Any], TrainingState], Any]
@@ -190,10 +189,7 @@ EpochCallback = Callable[[dict[str, Any], TrainingState], Any]
 
 def save_checkpoint(state: TrainingState, path: str | Path) -> None:
     """Write the state to `path` atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state.state_dict(), tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda fh: torch.save(state.state_dict(), fh))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
