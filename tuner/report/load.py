@@ -55,7 +55,7 @@ class StudyFiles:
         return case_column(self.trials) is not None
 
 
-_TEXT_COLUMNS = {"trial_id": str, "status": str, "case": str, "error": str}
+_TEXT_COLUMNS = {"trial_id": str, "status": str, "case": str, "error": str, "node": str, "device": str}
 _SPACE_SECTIONS = ("name", "data", "model", "train", "space", "search", "resources")
 """The sections of study.yaml that are the space file (the rest: command, versions, ...)."""
 
