@@ -1,7 +1,8 @@
 """Search strategies side by side: how much compute each spends before it finds a good setting.
 
-    python benchmarks/bench_search_quality.py            # the full run (~35-45 min on 2 cores)
+    python benchmarks/bench_search_quality.py            # the full run (~25-35 min, idle 2 cores)
     python benchmarks/bench_search_quality.py --quick    # a tiny version (~2-4 min on 2 cores)
+    python benchmarks/bench_search_quality.py --grace-epochs 9 --out results/search_quality_g9
 
 Scale (full): the `two-modes` data, 8 series x 4,000 steps, window 128, the last 20% of every
 series held out (`data.val_fraction=0.2`), the model of `full.yaml` (64 + 64 units, noise 0.1),
@@ -32,8 +33,9 @@ Measures come from the study files alone, as the report draws them (`tuner.anyti
 held-out loss so far against the time steps spent by all trials (epochs ordered by when they
 ended, the two trial slots replayed). Per strategy: compute to reach the target (median and range
 over repeats, as a fraction of the budget; "never" counts as never), best held-out loss at 1/10,
-1/3 and all of the budget, wall time. Then the offline ASHA clock replay (`asha_clock.py`) on the
-reference's full curves. Writes to `--out` (default results/search_quality/): table.md,
+1/3 and all of the budget, wall time, and for (d) the best held-out loss of the warm-start points
+themselves (what the search added to what was known). Then the offline ASHA clock replay
+(`asha_clock.py`) on the reference's full curves. Writes to `--out` (default results/search_quality/): table.md,
 summary.csv, runs.csv, anytime.png, anytime_seconds.png, asha_clock.csv, reference/*.csv.
 """
 
@@ -201,6 +203,8 @@ def measure(curve: pd.DataFrame, target: float, budget: float) -> dict[str, floa
            "trials": curve["trial_id"].nunique(), "spent": float(curve["timesteps"].max())}
     for label, frac in FRACTIONS.items():
         row[f"best_at_{label}"] = best_at(curve, budget * frac)
+    warm = curve.loc[curve["warm"], "value"]
+    row["warm_points_best"] = float(warm[warm.map(math.isfinite)].min()) if len(warm) else math.nan
     return row
 
 
@@ -218,6 +222,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
                "to_target": _med_range(list(ok["to_target"]), "{:.2f}")}
         for label in FRACTIONS:
             row[f"best_at_{label}"] = _med_range(list(ok[f"best_at_{label}"]), "{:.4f}")
+        warm = list(ok["warm_points_best"].dropna())
+        row["warm_points_best"] = _med_range(warm, "{:.4f}") if warm else "-"
         row["trials"] = _med_range(list(ok["trials"].astype(float)), "{:.0f}")
         row["wall_s"] = _med_range(list(ok["wall_s"]), "{:.0f}")
         rows.append(row)
@@ -335,7 +341,8 @@ def write_outputs(scale: Scale, repeats: int, runs: pd.DataFrame, info: dict, ou
                   f"{scale.window}, held-out tail {scale.val_fraction:.0%}, {scale.units}+"
                   f"{scale.units} units, {scale.epochs} epochs per trial ({info['steps_per_epoch']:,}"
                   f" time steps per epoch); ASHA grace {scale.grace_epochs:g} epochs of time steps,"
-                  f" reduction 3; {repeats} search seeds per strategy")
+                  f" reduction 3; {repeats} search seeds per strategy (why this scale: see the "
+                  "benchmark's docstring)")
     budget_line = (f"target: {target:.4f} (the grid's best held-out loss); budget: "
                    f"{budget:,.0f} time steps (the grid's total); compute columns are fractions "
                    f"of the budget; best held-out loss at 1/10, 1/3 and all of it")

@@ -30,7 +30,7 @@ def test_bench_search_quality_quick_writes_table_curves_and_clock(tmp_path):
                                          "(d) TPE+ASHA+warm"]
     ran = summary[summary["repeats"] > 0]
     assert {"(a) grid", "(b) random+ASHA", "(c) TPE+ASHA"} <= set(ran["strategy"])
-    for col in ("reached", "to_target", "best_at_1/10", "best_at_1/3", "best_at_all", "wall_s"):
+    for col in ("reached", "to_target", "best_at_1/10", "best_at_1/3", "best_at_all", "trials", "wall_s"):
         assert ran[col].notna().all(), col
     skipped = summary[summary["repeats"] == 0]
     assert skipped["to_target"].str.startswith("skipped: ").all()
