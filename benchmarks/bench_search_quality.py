@@ -35,8 +35,9 @@ ended, the two trial slots replayed). Per strategy: compute to reach the target 
 over repeats, as a fraction of the budget; "never" counts as never), best held-out loss at 1/10,
 1/3 and all of the budget, wall time, and for (d) the best held-out loss of the warm-start points
 themselves (what the search added to what was known). Then the offline ASHA clock replay
-(`asha_clock.py`) on the reference's full curves. Writes to `--out` (default results/search_quality/): table.md,
-summary.csv, runs.csv, anytime.png, anytime_seconds.png, asha_clock.csv, reference/*.csv.
+(`asha_clock.py`) on the reference's full curves. Writes to `--out` (default
+results/search_quality/): table.md, summary.csv, runs.csv, anytime.png, anytime_seconds.png,
+asha_clock.csv, reference/*.csv (the grid's tables: `python benchmarks/asha_clock.py` re-reads them).
 """
 
 from __future__ import annotations
