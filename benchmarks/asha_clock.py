@@ -18,8 +18,9 @@ Tune's asynchronous ASHA decides with the trials recorded so far, so early arriv
 more leniently; the synchronous replay is the order-free version of the same rule.
 
 It reports whether the setting with the lowest held-out loss of the whole grid survives (runs to
-its end), the rung where it was stopped, its rank at the first rung, the compute spent (time steps,
-as a fraction of the grid's) and the best held-out loss among the epochs that were run.
+its end), the epoch at which it is first judged and its rank there, where it was stopped, the
+compute spent (time steps, as a fraction of the grid's) and the best held-out loss among the
+epochs that were run.
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ def clock_table(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     curves = {str(t): g.sort_values("epoch").reset_index(drop=True)
               for t, g in epochs.assign(trial_id=epochs["trial_id"].astype(str)).groupby("trial_id")}
     best_val = {t: float(np.min(signal(c, "best_val_loss"))) for t, c in curves.items()}
+    if not any(math.isfinite(v) for v in best_val.values()):
+        raise ValueError("no finite held-out loss in epochs.csv; allowed: a grid run with "
+                         "data.val_fraction > 0 or data.val_series > 0")
     winner = min(best_val, key=best_val.get)
     total = sum(float(c[TIMESTEPS].iloc[-1]) for c in curves.values())
     rows = []
@@ -111,7 +115,7 @@ def clock_table(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
         for name in SIGNALS:
             for frac in GRACE_FRACTIONS:
                 runs = halve(curves, clock, name, horizon * frac)
-                first = _first_rung_rank(curves, clock, name, horizon * frac, winner)
+                first, judged = _first_rung(curves, clock, name, horizon * frac, winner)
                 spent = sum(float(curves[t][TIMESTEPS].iloc[n - 1]) for t, n in runs.items())
                 found = min(float(np.min(signal(curves[t].iloc[:n], "best_val_loss")))
                             for t, n in runs.items())
@@ -120,22 +124,26 @@ def clock_table(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
                     "clock": clock_name, "signal": name, "grace": f"1/{round(1 / frac)}",
                     "grace_value": horizon * frac, "best_survives": "yes" if survived else "no",
                     "best_stopped_at_epoch": "" if survived else runs[winner],
-                    "best_rank_at_first_rung": first, "compute_fraction": spent / total,
+                    "best_first_judged_at_epoch": judged, "best_rank_at_first_rung": first,
+                    "compute_fraction": spent / total,
                     "best_val_found": found, "grid_best_val": best_val[winner],
                     "grid_best_case": label.get(winner, winner)})
     return pd.DataFrame(rows)
 
 
-def _first_rung_rank(curves, clock, name, grace, winner) -> int | str:
-    """The grid's best setting's rank (1 = best) among the trials at the first rung."""
-    values = {}
+def _first_rung(curves, clock, name, grace, winner) -> tuple[int | str, int | str]:
+    """(rank of the grid's best setting among the trials at the first rung (1 = best), the
+    epoch at which it reaches that rung); '-' when it ends before the rung."""
+    values, epoch = {}, "-"
     for t, c in curves.items():
         reached = np.nonzero(c[clock].to_numpy(float) >= grace)[0]
         if len(reached):
             values[t] = float(signal(c, name)[int(reached[0])])
+            if t == winner:
+                epoch = int(reached[0]) + 1
     if winner not in values:
-        return "-"
-    return 1 + sum(v < values[winner] for v in values.values())
+        return "-", epoch
+    return 1 + sum(v < values[winner] for v in values.values()), epoch
 
 
 def recommend(table: pd.DataFrame) -> str:
@@ -150,8 +158,8 @@ def recommend(table: pd.DataFrame) -> str:
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    cols = ["clock", "signal", "grace", "best_survives", "best_stopped_at_epoch",
-            "best_rank_at_first_rung", "compute_fraction", "best_val_found"]
+    cols = ["clock", "signal", "grace", "best_first_judged_at_epoch", "best_rank_at_first_rung",
+            "best_survives", "best_stopped_at_epoch", "compute_fraction", "best_val_found"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
         cells = [f"{r[c]:.2f}" if c == "compute_fraction" else
@@ -172,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {folder}: {exc.strerror or exc}; allowed: a folder with trials.csv and "
               "epochs.csv", file=sys.stderr)
         return 2
-    table = clock_table(trials, epochs)
+    try:
+        table = clock_table(trials, epochs)
+    except ValueError as exc:
+        print(f"error: {folder}: {exc}", file=sys.stderr)
+        return 2
     print(to_markdown(table))
     print(recommend(table))
     return 0

@@ -69,3 +69,27 @@ def test_clock_table_reports_whether_the_grid_best_survives():
     assert ts.iloc[-1]["best_survives"] == "yes"
     assert (table["compute_fraction"] <= 1.0 + 1e-12).all()
     assert "late-case" in recommend(table)
+
+
+def test_asha_clock_cli_without_held_out_loss_is_one_line_exit_2(tmp_path, capsys):
+    # Rule: a grid without held-out losses cannot name the best setting: one line, exit 2.
+    from benchmarks.asha_clock import main
+
+    curves = [_curve("a", [np.nan] * 3, train=[1.0, 0.9, 0.8]), _curve("b", [np.nan] * 3)]
+    pd.concat(curves).to_csv(tmp_path / "epochs.csv", index=False)
+    pd.DataFrame({"trial_id": ["a", "b"]}).to_csv(tmp_path / "trials.csv", index=False)
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no finite held-out loss" in err[0] and "allowed:" in err[0]
+    assert main([str(tmp_path / "missing")]) == 2
+
+
+def test_clock_table_says_when_the_best_is_first_judged():
+    # Rule: the first rung is reached at the epoch whose clock first passes the grace period;
+    # on the updates clock an N=1 best with few updates may never be judged ('-').
+    curves = _late_bloomer_grid()
+    trials = pd.DataFrame({"trial_id": list(curves)})
+    table = clock_table(trials, pd.concat(curves.values(), ignore_index=True))
+    ts = table[(table["clock"] == "timesteps") & (table["signal"] == "val_loss")]
+    assert list(ts["best_first_judged_at_epoch"]) == [1, 1, 1, 3]  # grace 11, 33, 100, 300 steps
+    assert list(ts["best_rank_at_first_rung"])[-1] == 1
