@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tuner.anytime import SECONDS, TIMESTEPS, TRAIN_LOSS, UPDATES, VAL_LOSS  # noqa: E402
+from tuner.report.anytime import SECONDS, TIMESTEPS, TRAIN_LOSS, UPDATES, VAL_LOSS  # noqa: E402
 
 CLOCKS = {"timesteps": TIMESTEPS, "train seconds": SECONDS, "updates": UPDATES}
 SIGNALS = ("val_loss", "best_val_loss", "train_loss_ema")

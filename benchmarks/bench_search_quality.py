@@ -29,7 +29,7 @@ a generous `num_samples`, the benchmark watches the trials' results on disk (eve
 the search with Ctrl-C (SIGINT: Tune saves and ends it cleanly) once the trials' summed time steps
 pass the budget; the curves are then cut at the budget, so overshoot costs wall time, not fairness.
 
-Measures come from the study files alone, as the report draws them (`tuner.anytime`): the best
+Measures come from the study files alone, as the report draws them (`tuner.report.anytime`): the best
 held-out loss so far against the time steps spent by all trials (epochs ordered by when they
 ended, the two trial slots replayed). Per strategy: compute to reach the target (median and range
 over repeats, as a fraction of the budget; "never" counts as never), best held-out loss at 1/10,
@@ -67,8 +67,8 @@ from benchmarks.asha_clock import clock_table, recommend  # noqa: E402
 from benchmarks.asha_clock import to_markdown as clock_markdown  # noqa: E402
 from benchmarks.bench_search import child_env  # noqa: E402
 from benchmarks.machine import machine_line  # noqa: E402
-from tuner.anytime import best_at, compute_to_reach, study_curve  # noqa: E402
-from tuner.anytime_plot import plot_strategies  # noqa: E402
+from tuner.report.anytime import best_at, compute_to_reach, study_curve  # noqa: E402
+from tuner.report.anytime_plot import plot_strategies  # noqa: E402
 from tuner.results import read_logs  # noqa: E402
 
 SEARCH_METRIC = "val_loss"

@@ -1,4 +1,4 @@
-"""The anytime curve (tuner.anytime) on constructed tables, and its plots on real files."""
+"""The anytime curve (tuner.report.anytime) on constructed tables, and its plots on real files."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tuner.anytime import (anytime_curve, best_at, compute_to_reach, study_curve, value_column)
-from tuner.anytime_plot import band, plot_strategies, plot_study
+from tuner.report.anytime import (anytime_curve, best_at, compute_to_reach, study_curve, value_column)
+from tuner.report.anytime_plot import band, plot_strategies, plot_study
 
 
 def _epochs(trial_id: str, values, steps: int = 100, seconds: float = 1.0, val=None):

@@ -431,6 +431,11 @@ def test_plain_search_report(plain: Path) -> None:
     assert "than the median trial" in text
     assert "one run only" in text
     assert "python -m tuner.search search_spaces/lr.yaml --name lr-search" in text
+    # Rule: every report has the anytime plot (best objective so far against compute), drawn
+    # from the tables alone, in time steps and in training seconds.
+    assert report.H_ANYTIME in text
+    for axis in ("timesteps", "seconds"):
+        assert (plain / "plots" / f"anytime_{axis}.png").read_bytes()[:4] == b"\x89PNG"
     # Rule: the study table counts where trials ran (node / device).
     assert "10.0.0.1 / cpu: 12; 10.0.0.1 / cuda:0 (NVIDIA H200): 4" in text
 

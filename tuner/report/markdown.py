@@ -46,6 +46,7 @@ H_DIVERGED = "### Diverged trials"
 H_BEST = "### Best trials"
 H_GRAD = "### Gradient norms and clipping"
 H_IMPORTANCE = "### Parameter importance"
+H_ANYTIME = "### Anytime: best objective against compute"
 @dataclass
 class Counts:
     """How many trials ended how."""

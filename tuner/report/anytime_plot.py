@@ -1,4 +1,4 @@
-"""Drawing anytime curves (see `tuner.anytime`): one study, or strategies over repeats.
+"""Drawing anytime curves (see `tuner.report.anytime`): one study, or strategies over repeats.
 
 A study: one step line per experiment (`search`, `extend-1`, ...), warm-start points marked.
 A benchmark: per strategy, the median over repeats of the best-so-far and a band from the

@@ -148,26 +148,25 @@ def compute_to_reach(curve: pd.DataFrame, target: float, axis: str = "timesteps"
     return float(hits.iloc[0])
 
 
-def study_settings(study_dir: str | Path) -> dict[str, Any]:
-    """(metric, mode, slots, warm_start) of a study, from its study.yaml (defaults when absent)."""
-    path = Path(study_dir) / "study.yaml"
-    doc = yaml.safe_load(path.read_text()) if path.exists() else {}
-    search = (doc or {}).get("search") or {}
-    return {"metric": search.get("metric", "loss"), "mode": search.get("mode", "min"),
+def study_settings(meta: dict[str, Any]) -> dict[str, Any]:
+    """(metric, mode, slots, warm_start) of a study from its study.yaml document (defaults when
+    absent); an objective with no per-epoch value (auc, time_to_target) falls back to the
+    training loss."""
+    search = (meta or {}).get("search") or {}
+    metric = search.get("metric", TRAIN_LOSS)
+    return {"metric": metric if metric in EPOCH_VALUE else TRAIN_LOSS,
+            "mode": search.get("mode", "min"),
             "slots": int(search.get("max_concurrent") or 1),
             "warm_start": len(search.get("start_from") or [])}
 
 
 def study_curve(study_dir: str | Path, metric: str | None = None) -> pd.DataFrame:
     """The anytime curve of a study folder from its files alone (trials.csv, epochs.csv,
-    study.yaml). `metric` defaults to the study's objective; an objective with no per-epoch value
-    (auc, time_to_target) falls back to the training loss."""
+    study.yaml); `metric` defaults to the study's objective."""
     study_dir = Path(study_dir)
-    settings = study_settings(study_dir)
-    metric = metric or settings["metric"]
-    if metric not in EPOCH_VALUE:
-        metric = "loss"
+    path = study_dir / "study.yaml"
+    settings = study_settings(yaml.safe_load(path.read_text()) if path.exists() else {})
     trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
     epochs = pd.read_csv(study_dir / "epochs.csv", dtype={"trial_id": str})
-    return anytime_curve(trials, epochs, metric, settings["mode"], settings["slots"],
-                         settings["warm_start"])
+    return anytime_curve(trials, epochs, metric or settings["metric"], settings["mode"],
+                         settings["slots"], settings["warm_start"])
