@@ -94,6 +94,8 @@ def anytime_curve(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val
     if mode not in ("min", "max"):
         raise ValueError(f"mode {mode!r}; allowed: min, max")
     column = value_column(metric)
+    if "experiment" not in trials:
+        trials = trials.assign(experiment="search")  # tables written before experiments existed
     experiments = list(dict.fromkeys(trials["experiment"].astype(str)))
     frames = []
     for experiment in experiments:

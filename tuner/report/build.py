@@ -138,7 +138,7 @@ def anytime_section(study: StudyFiles, plots: Path) -> list[str]:
     """Best objective so far against cumulative compute, one line per experiment, warm-start
     points marked: how soon the search found what it found."""
     settings = study_settings(study.meta)
-    if study.epochs.empty or "experiment" not in study.trials.columns:
+    if study.epochs.empty:
         return [H_ANYTIME, "", "No per-epoch results to draw it from.", ""]
     curve = anytime_curve(study.trials, study.epochs, settings["metric"], settings["mode"],
                           settings["slots"], settings["warm_start"])
