@@ -94,8 +94,8 @@ class _Loader(Checker):
             self.fail("document", "empty", "a space file with at least a space section "
                       "(an empty file would start a full-size default search)")
         if not isinstance(doc, Mapping):
-            self.fail("document", f"got {type(doc).__name__}", "a mapping of sections "
-                      + ", ".join(TOP_KEYS))
+            raise ConfigError(f"{self.source}: must hold a mapping of sections "
+                              f"{', '.join(TOP_KEYS)}; got {type(doc).__name__}")
         for key in doc:
             if key not in TOP_KEYS:
                 self.fail(name_of(key), f"unknown section{cfg.suggest(str(key), TOP_KEYS)}",
