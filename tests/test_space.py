@@ -31,6 +31,7 @@ from tuner.space import (
     resolve,
     searched_keys,
     space_from_dict,
+    start_points,
     tune_space,
 )
 
@@ -748,3 +749,75 @@ def test_load_space_random_documents_succeed_or_raise_config_error(
         assert "\n" not in str(exc) and str(exc).startswith(str(path))
     else:
         assert isinstance(spec, SpaceFile)
+
+
+# ---------------------------------------------------------------------------- start points
+
+
+def test_load_space_full_starts_from_article_best_and_plain_adam() -> None:
+    spec = load_space(ROOT / "search_spaces" / "full.yaml")
+    best, plain_adam = spec.search.start_from
+    # the article's best setting first: Adam, global-norm clip 1.0, chunks 100 -> 1, patience 20
+    assert (best["train.optimizer"], best["train.clip.mode"], best["train.clip.threshold"],
+            best["train.schedule.chunks"], best["train.schedule.patience"]) == \
+        ("adam", "norm", 1.0, [100, 50, 10, 2, 1], 20)
+    # then plain Adam: no clipping (so no threshold: its condition fails), full BPTT
+    assert (plain_adam["train.optimizer"], plain_adam["train.clip.mode"],
+            plain_adam["train.schedule.chunks"]) == ("adam", "none", [1])
+    assert "train.clip.threshold" not in plain_adam
+    # each point resolves to a valid Config carrying its values
+    config, _ = resolve(spec, {k: v for k, v in best.items()})
+    assert config.train.schedule.chunks == (100, 50, 10, 2, 1) and config.train.lr == 0.001
+
+
+def test_start_points_are_encoded_like_suggestions() -> None:
+    spec = load_space(ROOT / "search_spaces" / "full.yaml")
+    points = start_points(spec)
+    # searchers get chunk schedules as '100,50,1' strings, like every Optuna suggestion
+    assert points[0]["train.schedule.chunks"] == "100,50,10,2,1"
+    assert resolve(spec, points[0])[1]["train.schedule.chunks"] == [100, 50, 10, 2, 1]
+
+
+def test_load_space_start_from_round_trips_and_follows_overrides(tmp_path: Path) -> None:
+    point = {"train.optimizer": "sgd", "train.lr": 0.01, "train.momentum": 0.5,
+             "train.clip.mode": "none", "train.schedule.chunks": [4, 1],
+             "train.schedule.patience": 5}
+    spec = spec_of(tmp_path, with_patch((("search", "start_from"), [point])))
+    # the point is kept as written (plain values) and written back to study.yaml
+    assert spec.search.start_from == (point,)
+    again = load_space(write(tmp_path, spec.raw, "study.yaml"))
+    assert again.search == spec.search
+    # a key fixed by an override leaves the start points as it leaves the space
+    fixed = spec_of(tmp_path, with_patch((("search", "start_from"), [point])), ["train.lr=0.05"])
+    assert "train.lr" not in fixed.search.start_from[0]
+
+
+def test_load_space_start_from_checks_the_whole_config(tmp_path: Path) -> None:
+    doc = with_patch((("space", "model.lstm_units"), {"int": [2, 8]}),
+                     (("search", "start_from"), [{
+                         "train.optimizer": "adam", "train.lr": 0.01, "train.clip.mode": "none",
+                         "train.schedule.chunks": [1], "train.schedule.patience": 5,
+                         "model.lstm_units": 9}]))
+    # a value outside its int range is named with the point's index and the range
+    with pytest.raises(ConfigError, match=r"start_from\[0\]\.model\.lstm_units: got 9.*\[2, 8\]"):
+        spec_of(tmp_path, doc)
+
+
+# ---------------------------------------------------------------------------- the loader
+
+
+def test_load_space_empty_file_refused(tmp_path: Path) -> None:
+    # an empty file is refused: it would start a full-size default search
+    with pytest.raises(ConfigError, match="empty"):
+        load_space(write(tmp_path, ""))
+    # so is a file that searches nothing
+    with pytest.raises(ConfigError, match="space: searches nothing"):
+        load_space(write(tmp_path, {"train": {"max_epochs": 2}}))
+
+
+def test_load_space_duplicate_case_key_refused_with_lines(tmp_path: Path) -> None:
+    text = yaml.safe_dump(BASE, sort_keys=False).replace(
+        "  train.lr:", "  train.optimizer: {choice: [sgd]}\n  train.lr:", 1)
+    # a searched key written twice is refused with both line numbers (PyYAML keeps the last)
+    with pytest.raises(ConfigError, match=r"'train.optimizer' appears twice \(lines \d+ and \d+\)"):
+        load_space(write(tmp_path, text))
