@@ -821,3 +821,16 @@ def test_load_space_duplicate_case_key_refused_with_lines(tmp_path: Path) -> Non
     # a searched key written twice is refused with both line numbers (PyYAML keeps the last)
     with pytest.raises(ConfigError, match=r"'train.optimizer' appears twice \(lines \d+ and \d+\)"):
         load_space(write(tmp_path, text))
+
+
+def test_load_space_case_override_keeps_that_case_start_points(tmp_path: Path) -> None:
+    doc = ablation_doc()
+    doc["search"]["start_from"] = [
+        {"case": "adam-clip", "train.seed": 0, "train.schedule.chunks": [1],
+         "train.schedule.patience": 5},
+        {"case": "sgd-baseline", "train.seed": 1, "train.schedule.chunks": [4, 1],
+         "train.schedule.patience": 6}]
+    # a case grid's start points name a case; case=NAME keeps only that case's points
+    assert len(spec_of(tmp_path, doc).search.start_from) == 2
+    kept = spec_of(tmp_path, doc, ["case=sgd-baseline"]).search.start_from
+    assert [p["case"] for p in kept] == ["sgd-baseline"]

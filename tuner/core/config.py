@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
-
 from tuner.core import yamlio
 from tuner.core.yamlio import short
 
@@ -307,7 +305,8 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         return coerce(key, value, inner[0])
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key}: got {short(value)}; allowed: one of {', '.join(map(str, args))}"
+            raise ConfigError(f"{key}: got {short(value)}; allowed: one of "
+                              f"{', '.join(map(str, args))}"
                               + (suggest(str(value), [str(a) for a in args])))
         return value
     if origin is tuple:
@@ -402,8 +401,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     if key not in valid:
         raise ConfigError(f"override {key}: unknown key{suggest(key, valid)}")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
+        parsed = yamlio.load_text(value) if value.strip() else None
+    except yamlio.YamlError:
         parsed = value
     return key, parsed
 

@@ -59,6 +59,7 @@ class _Loader(Checker):
         self.fixed: dict[str, Any] = {}  # config keys fixed by overrides
         self.sched_type_overridden = False
         self.sched_keys_overridden: set[str] = set()
+        self.keep_case: Any = None  # case=NAME override
 
     def load(self, doc: Any, overrides: Sequence[str]) -> SpaceFile:
         doc = self.sections(doc)
@@ -74,6 +75,10 @@ class _Loader(Checker):
         self.cross_check(params, search)
         self.probe(base, params, cases)
         self.conditions_need_optuna(params, search)
+        if self.keep_case is not None and isinstance(start_from, list):
+            start_from = [p for p in start_from
+                          if not isinstance(p, Mapping) or p.get(CASE_KEY, self.keep_case)
+                          == self.keep_case]
         points = StartPoints(self.source, base, params, cases).parse(start_from)
         search = dataclasses.replace(search, start_from=points)
         self.check_with_config(build_config(self.source, tree_with(
@@ -202,6 +207,7 @@ class _Loader(Checker):
                       ", ".join(map(str, names)) or "a case name")
         space[CASE_KEY] = {kind: [e for e in entries if isinstance(e, Mapping)
                                   and e.get("name") == name]}
+        self.keep_case = name  # start points of the other cases are dropped
 
     def parse_name(self, value: Any) -> str:
         if value is _MISSING:

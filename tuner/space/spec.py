@@ -23,7 +23,6 @@ from typing import Any, Mapping, Sequence
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
-    FloatDistribution,
     IntDistribution,
 )
 
