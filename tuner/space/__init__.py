@@ -8,14 +8,14 @@ One job per module:
 * `spec`: the dataclasses and value helpers the others share;
 * `optuna_space`: define-by-run (optuna and random searches; the one home of `if:`);
 * `tune_space`: Tune's variant generator, for grids and PBT only;
-* `trials`: a flat trial config -> the validated `Config`.
+* `trial_config`: a flat trial config -> the validated `Config`.
 """
 
 from tuner.space.format import load_space, space_from_dict
 from tuner.space.optuna_space import optuna_space, start_points
 from tuner.space.sections import Resources, SchedulerSpec, SearchSpec
 from tuner.space.spec import CASE_KEY, DISTRIBUTIONS, Case, Param, SpaceFile
-from tuner.space.trials import first_config, resolve, searched_keys
+from tuner.space.trial_config import first_config, resolve, searched_keys
 from tuner.space.tune_space import pbt_mutations, tune_space
 
 __all__ = [

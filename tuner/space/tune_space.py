@@ -43,7 +43,7 @@ def tune_space(spec: SpaceFile) -> dict[str, Any]:
     expand = spec.search.algorithm == "grid"
     out: dict[str, Any] = {p.key: _domain(p, expand) for p in spec.params}
     if spec.search.scheduler.type == "pbt":
-        from tuner.space.trials import first_config
+        from tuner.space.trial_config import first_config
 
         first = first_config(spec)
         for key in pbt_keys(spec, first):
@@ -74,7 +74,7 @@ def pbt_mutations(spec: SpaceFile) -> dict[str, Any]:
     PBT multiplies values by 0.8/1.2 between resamples and does not clamp them."""
     from ray import tune
 
-    from tuner.space.trials import first_config
+    from tuner.space.trial_config import first_config
 
     first = first_config(spec)
     out: dict[str, Any] = {}
