@@ -143,12 +143,12 @@ def _start_from(**changes: Any) -> Callable[[dict], None]:
 def _alias_bomb() -> str:
     """A ~1.5 KB space file whose model: is an alias 10 levels deep, 9 copies per level
     (9**10 leaves once expanded)."""
-    levels = ["  level_0: &level_0 [laughing_out_loud, laughing_out_loud, laughing_out_loud]"]
+    levels = ["  bomb_level_0: &bomb_level_0 [laughing_out_loud, laughing_out_loud, laughing_out_loud]"]
     for i in range(1, 10):
-        levels.append(f"  level_{i}: &level_{i} [" + ", ".join([f"*level_{i - 1}"] * 9) + "]")
+        levels.append(f"  bomb_level_{i}: &bomb_level_{i} [" + ", ".join([f"*bomb_level_{i - 1}"] * 9) + "]")
     text = SMOKE.read_text().replace("model:", "bombs:\n" + "\n".join(levels) + "\nmodel_:", 1)
     return text.replace("model_: {dense_units: 8, lstm_units: 8, noise_std: 0.1}",
-                        "model: *level_9")
+                        "model: *bomb_level_9")
 
 
 _SMOKE_LINES = SMOKE.read_text().splitlines()
