@@ -170,6 +170,9 @@ class SearchSpec:
     """Epochs between trial checkpoints."""
     max_failures: int = 2
     """Retries of a failed trial from its last checkpoint (FailureConfig)."""
+    mlflow: str | None = None
+    """MLflow tracking: null (off), true (= "local", a file store in the study's mlruns/) or
+    a tracking URI; `--mlflow [URI]` overrides it."""
 
 
 @dataclass(frozen=True)
@@ -582,7 +585,17 @@ class _Loader:
                                          integer=True),
             max_failures=self.number("search.max_failures", get("max_failures"),
                                      lambda v: v >= 0, "an integer >= 0", integer=True),
+            mlflow=self.tracking_uri("search.mlflow", get("mlflow")),
         )
+
+    def tracking_uri(self, key: str, value: Any) -> str | None:
+        if value is None or value is False:
+            return None
+        if value is True:
+            return "local"
+        if not isinstance(value, str) or not value.strip():
+            self.fail(key, f"got {_short(value)}", "true, false, null or an MLflow tracking URI")
+        return value
 
     def parse_scheduler(self, raw: Any) -> SchedulerSpec:
         if raw is None:
