@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_faults import (finish, kill_all, kill_procs, marked, poll, search_cmd, start,
-                               tail, trial_results, write_space)
+from tests.test_faults import (descendants, finish, kill_all, kill_procs, marked, poll, psutil,
+                               search_cmd, start, tail, trial_results, write_space)
 from tuner import results as results_mod
 from tuner import search as search_mod
 from tuner.space import load_space, searched_keys
@@ -31,7 +32,7 @@ SMOKE = ROOT / "search_spaces" / "smoke.yaml"
 def mlflow_runs(study: Path, name: str):
     """The study's runs as MLflow's own reader returns them (a DataFrame, one row per run)."""
     mlflow = pytest.importorskip("mlflow")
-    mlflow.set_tracking_uri((study / "mlruns").as_uri())
+    mlflow.set_tracking_uri(f"sqlite:///{study / 'mlflow.db'}")
     return mlflow.search_runs(experiment_names=[name])
 
 
@@ -79,14 +80,15 @@ def test_mlflow_runs_equal_trials_csv(tracked):
         assert run["metrics.epoch"] == row["epochs"]
         assert run["tags.tuner.status"] == row["status"]
         assert run["status"] == "FINISHED"
-        history = MlflowClient((study / "mlruns").as_uri()).get_metric_history(
+        history = MlflowClient(f"sqlite:///{study / 'mlflow.db'}").get_metric_history(
             run["run_id"], "loss")
         mine = epochs[epochs["trial_id"] == row["trial_id"]]
         assert [m.step for m in history] == mine["epoch"].tolist()
         assert [m.value for m in history] == pytest.approx(mine["loss"].tolist(), rel=1e-6)
     best = runs[runs["tags.tuner.best"] == "true"]
     assert best["tags.tuner.trial_id"].tolist() == [trials["trial_id"].iloc[0]]
-    artifacts = MlflowClient((study / "mlruns").as_uri()).list_artifacts(best["run_id"].iloc[0])
+    client = MlflowClient(f"sqlite:///{study / 'mlflow.db'}")
+    artifacts = client.list_artifacts(best["run_id"].iloc[0])
     assert [a.path for a in artifacts] == ["best_config.yaml"]
 
 
@@ -119,30 +121,36 @@ def test_optuna_dashboard_serves_the_study_over_http(tracked, tmp_path):
     # Rule: with the [dashboard] extra, `optuna-dashboard sqlite:///.../optuna.db` serves the
     # smoke study on 127.0.0.1: its study-list API answers with the study and its 4 trials.
     pytest.importorskip("optuna_dashboard")
+    exe = shutil.which("optuna-dashboard", path=f"{Path(sys.executable).parent}:"
+                       f"{os.environ.get('PATH', '')}")
+    if exe is None:
+        pytest.skip("the optuna-dashboard command is not installed")
     study, _, _ = tracked
     port = _free_port()
+    base = f"http://127.0.0.1:{port}/api/studies"
     log = tmp_path / "dashboard.log"
-    with log.open("wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "optuna_dashboard",
-                                 f"sqlite:///{study / 'optuna.db'}", "--host", "127.0.0.1",
-                                 "--port", str(port)], stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    try:
-        def studies():
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies",
-                                            timeout=2) as resp:
-                    return json.loads(resp.read())
-            except OSError:
-                return None
+    with log.open("wb") as fh:  # wsgiref: one process (gunicorn would fork workers)
+        proc = subprocess.Popen([exe, f"sqlite:///{study / 'optuna.db'}", "--host", "127.0.0.1",
+                                 "--port", str(port), "--server", "wsgiref"], stdout=fh,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
-        answer = poll(studies, 60, "optuna-dashboard to answer", proc, log)
+    def get(url: str):
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return json.loads(resp.read())
+        except OSError:
+            return None
+
+    try:
+        answer = poll(lambda: get(base), 60, "optuna-dashboard to answer", proc, log)
+        (entry,) = answer["study_summaries"]
+        detail = get(f"{base}/{entry['study_id']}?after=0")
     finally:
-        proc.kill()
+        kill_procs([*descendants(proc.pid), psutil.Process(proc.pid)])
         proc.wait(timeout=30)
-    (entry,) = answer["studies"]
     assert entry["study_name"] == "smoke"
-    assert entry.get("n_trials", 4) == 4
+    assert len(detail["trials"]) == 4
+    assert {t["state"] for t in detail["trials"]} == {"Complete"}
 
 
 def test_mlflow_flag_without_mlflow_installed_is_one_line(tmp_path, monkeypatch, capsys):
@@ -216,7 +224,7 @@ def test_mlflow_driver_sigkilled_then_resume_keeps_one_run_per_trial(tmp_path):
     runs = mlflow_runs(study, "killmlflow")
     assert len(runs) == len(trials) == 3
     assert sorted(runs["tags.tuner.trial_id"]) == sorted(trials["trial_id"])
-    client = MlflowClient((study / "mlruns").as_uri())
+    client = MlflowClient(f"sqlite:///{study / 'mlflow.db'}")
     by_trial = runs.set_index("tags.tuner.trial_id")
     for row in trials.to_dict("records"):
         run = by_trial.loc[row["trial_id"]]

@@ -55,8 +55,9 @@ class SearchOptions:
     report: bool = True
     """Write report.md at the end."""
     mlflow: str | None = None
-    """MLflow tracking: "local" (mlruns/ in the study folder) or a URI; None: the space file's
-    `search.mlflow` (or, on --resume/--extend, what the study used before)."""
+    """MLflow tracking: "local" (mlflow.db and mlartifacts/ in the study folder) or a URI;
+    None: the space file's `search.mlflow` (or, on --resume/--extend, what the study used
+    before)."""
     tensorboard: bool = False
     """TensorBoard event files per trial under the study's ray/ folder."""
 
@@ -169,7 +170,8 @@ def run(opts: SearchOptions, argv: list[str] | None = None) -> Study:
     if opts.tensorboard:
         tracking.require("tensorboardX", "--tensorboard", "tensorboard")
     uri = tracking.tracking_uri(mlflow, p.study_dir) if mlflow else None
-    state, grid, elapsed = _fit(opts, p, argv, uri)
+    artifacts = tracking.artifact_location(mlflow, p.study_dir) if mlflow else None
+    state, grid, elapsed = _fit(opts, p, argv, uri, artifacts)
 
     why = why_finished(p, grid, elapsed)
     state["experiments"][-1].update(finished=bool(why), why=why)
@@ -177,7 +179,8 @@ def run(opts: SearchOptions, argv: list[str] | None = None) -> Study:
     return _finish(opts, p, uri, why)
 
 
-def _fit(opts: SearchOptions, p, argv: list[str] | None, uri: str | None):
+def _fit(opts: SearchOptions, p, argv: list[str] | None, uri: str | None,
+         artifacts: str | None):
     """Start or join Ray, record the experiment, run Tune; (study state, ResultGrid, seconds)."""
     import ray
 
@@ -200,6 +203,7 @@ def _fit(opts: SearchOptions, p, argv: list[str] | None, uri: str | None):
             print(f"Optuna dashboard: optuna-dashboard sqlite:///{p.study_dir / 'optuna.db'}",
                   flush=True)
         if uri:
+            tracking.MlflowStudy(uri, p.spec.name, artifacts)  # the experiment, before Tune
             print(f"MLflow: mlflow ui --backend-store-uri {uri}", flush=True)
         if opts.tensorboard:
             print(f"TensorBoard: tensorboard --logdir {p.study_dir / 'ray'}", flush=True)

@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="skip report.md at the end")
     p.add_argument("--mlflow", nargs="?", const="local", metavar="URI",
                    help="log every trial as an MLflow run; URI default: local, the study's "
-                        "mlruns/ file store (needs pip install -e \".[mlflow]\")")
+                        "mlflow.db (needs pip install -e \".[mlflow]\")")
     p.add_argument("--tensorboard", action="store_true",
                    help="TensorBoard event files per trial under the study's ray/ folder "
                         "(needs pip install -e \".[tensorboard]\")")

@@ -171,7 +171,7 @@ class SearchSpec:
     max_failures: int = 2
     """Retries of a failed trial from its last checkpoint (FailureConfig)."""
     mlflow: str | None = None
-    """MLflow tracking: null (off), true (= "local", a file store in the study's mlruns/) or
+    """MLflow tracking: null (off), true (= "local": mlflow.db in the study folder) or
     a tracking URI; `--mlflow [URI]` overrides it."""
 
 

@@ -36,13 +36,23 @@ def require(module: str, flag: str, extra: str) -> None:
     try:
         importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"{flag}: needs the {module} package, which is not installed; allowed: "
-                          f"install it with pip install -e \".[{extra}]\", or leave {flag} off") from None
+        raise ConfigError(f"{flag}: needs the {module} package, which is not installed; "
+                          f"allowed: install it with pip install -e \".[{extra}]\", or leave "
+                          f"{flag} off") from None
 
 
 def tracking_uri(setting: str, study_dir: Path) -> str:
-    """'local' -> the file store `mlruns/` in the study folder; anything else is a URI."""
-    return (study_dir / "mlruns").as_uri() if setting == "local" else setting
+    """'local' -> SQLite `mlflow.db` in the study folder; anything else is a URI as given.
+
+    Not a `mlruns/` file store: MLflow 3 refuses that backend unless MLFLOW_ALLOW_FILE_STORE
+    is set (maintenance mode), so `mlflow ui` would need the same variable."""
+    return f"sqlite:///{study_dir / 'mlflow.db'}" if setting == "local" else setting
+
+
+def artifact_location(setting: str, study_dir: Path) -> str | None:
+    """Where a local study's runs keep their artifacts: `mlartifacts/` in the study folder
+    (MLflow's default is ./mlruns under the working directory)."""
+    return (study_dir / "mlartifacts").as_uri() if setting == "local" else None
 
 
 def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -61,13 +71,16 @@ def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
 class MlflowStudy:
     """The study's MLflow experiment through MLflow's client (no global active run)."""
 
-    def __init__(self, uri: str, name: str) -> None:
+    def __init__(self, uri: str, name: str, artifacts: str | None = None) -> None:
+        """Opens (or creates, with artifacts at `artifacts`) the experiment `name` at `uri`.
+
+        The first use of a SQLite URI creates its tables (seconds): done once, before Tune."""
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(name)
-        self.experiment_id = (found.experiment_id if found is not None
-                              else self.client.create_experiment(name))
+        self.experiment_id = (found.experiment_id if found is not None else
+                              self.client.create_experiment(name, artifact_location=artifacts))
 
     def runs(self) -> dict[str, Any]:
         """{trial_id: Run} of every run of this study's trials."""
