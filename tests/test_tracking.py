@@ -18,12 +18,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.test_faults import (descendants, finish, kill_all, kill_procs, marked, poll, psutil,
                                search_cmd, start, tail, trial_results, write_space)
 from tuner import results as results_mod
 from tuner import search as search_mod
-from tuner.space import load_space, searched_keys
+from tuner.core.config import ConfigError
+from tuner.space import load_space, searched_keys, space_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"
@@ -232,3 +234,24 @@ def test_mlflow_driver_sigkilled_then_resume_keeps_one_run_per_trial(tmp_path):
         steps = [m.step for m in client.get_metric_history(run["run_id"], "loss")]
         assert steps == list(range(1, max_epochs + 1)), (row["trial_id"], steps)
         assert run["metrics.loss"] == pytest.approx(row["final_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("value, expected", [(True, "local"), (False, None), (None, None),
+                                             ("http://127.0.0.1:5000", "http://127.0.0.1:5000")])
+def test_space_search_mlflow_accepts_switch_or_uri(value, expected):
+    # Rule: `search.mlflow` in a space file is a switch (true = the study's local store) or a
+    # tracking URI, and survives the round trip through study.yaml.
+    doc = yaml.safe_load(SMOKE.read_text())
+    doc["search"]["mlflow"] = value
+    spec = space_from_dict(doc)
+    assert spec.search.mlflow == expected
+    assert space_from_dict(spec.raw).search.mlflow == expected
+
+
+def test_space_search_mlflow_rejects_other_values():
+    # Rule: anything else is one line naming search.mlflow and what is allowed.
+    doc = yaml.safe_load(SMOKE.read_text())
+    doc["search"]["mlflow"] = 3
+    with pytest.raises(ConfigError, match=r"search\.mlflow: .*allowed: true, false") as info:
+        space_from_dict(doc)
+    assert "\n" not in str(info.value)
