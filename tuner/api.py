@@ -196,6 +196,10 @@ def _fit(opts: SearchOptions, p, argv: list[str] | None, uri: str | None,
         if p.experiment == "search" and not p.restore:  # --extend/--resume keep the record
             write_study_files(p, opts.argv() if argv is None else argv)
         state = record_experiment(p, mlflow=uri)
+        if uri and p.restore and not state["experiments"][-1].get("mlflow"):
+            # Its callbacks were fixed when Tune first started it (restored from tuner.pkl).
+            print("warning: --mlflow: this experiment started without MLflow, so its trials "
+                  "are not logged; later --extend runs will be", file=sys.stderr)
         if url:
             print(f"Ray dashboard: http://{url}  (its API wants Ray's token, ~/.ray/auth_token; "
                   "no user accounts: keep it on 127.0.0.1)", flush=True)
