@@ -59,15 +59,17 @@ def test_run_search_bad_input_raises_config_error_and_writes_nothing(tmp_path):
 def test_run_search_equals_the_command_line(ray_session, tmp_path):
     # Rule: the API does what the CLI does: for the same smoke study (same seed), the same
     # trials.csv/epochs.csv columns, the same number of trials and epochs, the same searched
-    # values; it returns those tables, the best config and the paths of the study's files.
+    # values and the same losses; it returns those tables, the best config and the paths of the
+    # study's files. (FIFO: which trials ASHA stops depends on timing.)
+    fifo = "search.scheduler={type: fifo}"
     cli = subprocess.run([sys.executable, "-m", "tuner.search", "--space", str(SMOKE), "--smoke",
-                          "--results-dir", str(tmp_path / "cli"), *FLAGS],
+                          "--results-dir", str(tmp_path / "cli"), *FLAGS, fifo],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert cli.returncode == 0, cli.stdout[-3000:] + cli.stderr[-3000:]
     from_cli = tuner.load_study(tmp_path / "cli" / "smoke")
 
     study = tuner.run_search(SMOKE, results_dir=tmp_path / "api", smoke=True, dashboard=False,
-                             report=False)
+                             report=False, overrides=[fifo])
     assert isinstance(study, tuner.Study) and study.dir == (tmp_path / "api" / "smoke")
     assert study.finished and study.why == from_cli.why
     assert list(study.trials.columns) == list(from_cli.trials.columns)
@@ -81,6 +83,13 @@ def test_run_search_equals_the_command_line(ray_session, tmp_path):
         return sorted(rows)
 
     assert values(study.trials) == values(from_cli.trials)
+
+    def losses(s):  # {searched values: that trial's losses by epoch}
+        merged = s.epochs.merge(s.trials[["trial_id", *keys]], on="trial_id")
+        return {str(k): g.sort_values("epoch")["loss"].round(6).tolist()
+                for k, g in merged.groupby([merged[c].astype(str) for c in keys])}
+
+    assert losses(study) == losses(from_cli)
     for path in (study.trials_csv, study.epochs_csv, study.best_config_yaml, study.study_yaml):
         assert path.exists(), path
     assert set(study.best_config) == {"data", "model", "train"}
