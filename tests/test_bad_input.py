@@ -20,7 +20,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from tuner import cluster as cluster_mod
 from tuner import search as search_mod
+from tuner import study as study_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"
@@ -305,7 +307,7 @@ def test_bad_input_is_one_line_and_exit_2(build, tmp_path, capsys, monkeypatch):
     # Rule: exit 2, one non-empty line on stderr (starting "error:") naming the key or file,
     # nothing on stdout, no Ray started, nothing under --results-dir created or changed.
     monkeypatch.chdir(tmp_path)  # a relative path a row might create lands here
-    monkeypatch.setattr(search_mod, "start_ray",
+    monkeypatch.setattr(cluster_mod, "start_ray",
                         lambda *a: pytest.fail("Ray was started for bad input"))
     argv, fragments, results = _argv(tmp_path, build)
     before = tree(results)
@@ -356,7 +358,7 @@ def test_mixed_series_lengths_are_accepted(tmp_path):
                               "mid": _good(60, 70.0)})
     args = search_mod.parse_args(["--space", str(SMOKE), "--results-dir",
                                   str(tmp_path / "results"), f"data.path={path}"])
-    p = search_mod.plan(args)
+    p = study_mod.plan(search_mod.options(args))
     assert p.steps_per_epoch == 79 + 39 + 59
     assert p.spec.base["data"]["path"] == str(path)
 

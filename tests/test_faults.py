@@ -39,6 +39,7 @@ except ImportError:  # Ray ships psutil in its vendored packages and puts them o
     import ray  # noqa: F401
     import psutil
 
+from tuner import cluster as cluster_mod
 from tuner import results as results_mod
 from tuner import search as search_mod
 from tuner.results import atomic_write_text, write_tables
@@ -459,14 +460,14 @@ def mixed_study(tmp_path_factory, ray_session):
                         search={"algorithm": "optuna", "sampler": "random", "seed": MIXED_SEED,
                                 "num_samples": 3, "max_concurrent": 2})
     results = tmp / "results"
-    real_check = search_mod.check_resources
+    real_check = cluster_mod.check_resources
 
     def check_then_delete(spec):  # runs after validation and Ray start, before any trial
         real_check(spec)
         csv.unlink()
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(search_mod, "check_resources", check_then_delete)
+        mp.setattr(cluster_mod, "check_resources", check_then_delete)
         rc = search_mod.main(["--space", str(space), "--results-dir", str(results),
                               "--no-dashboard", "--no-report"])
     assert not csv.exists()

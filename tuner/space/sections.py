@@ -92,6 +92,9 @@ class SearchSpec:
     """Epochs between trial checkpoints."""
     max_failures: int = 2
     """Retries of a failed trial from its last checkpoint (FailureConfig)."""
+    mlflow: str | None = None
+    """MLflow tracking: null or false (off), true (= "local": mlflow.db in the study folder) or
+    a tracking URI; `--mlflow [URI]` overrides it."""
     start_from: tuple[dict[str, Any], ...] = ()
     """Settings evaluated first, in order, before the searcher's own suggestions (a warm start:
     what is already known to work). Each is a mapping of searched keys (dotted, like a `case`
@@ -114,6 +117,8 @@ class SearchSpec:
         check(self.checkpoint_every >= 1, p + "checkpoint_every", self.checkpoint_every,
               "an integer >= 1 (epochs)")
         check(self.max_failures >= 0, p + "max_failures", self.max_failures, "an integer >= 0")
+        check(self.mlflow is None or bool(self.mlflow.strip()), p + "mlflow", self.mlflow,
+              "true, false, null or an MLflow tracking URI")
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,10 @@ def parse_search(raw: Mapping[str, Any]) -> tuple[SearchSpec, Any]:
         raw["num_samples"] = 1  # a grid is run num_samples times over: one pass unless asked
     if raw.get("scheduler") is None:
         raw.pop("scheduler", None)
+    if raw.get("mlflow") is True:
+        raw["mlflow"] = "local"
+    elif raw.get("mlflow") is False:
+        raw["mlflow"] = None
     _scheduler_keys(raw.get("scheduler"))
     return cfg.build(SearchSpec, raw, "search."), start_from
 

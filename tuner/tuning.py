@@ -1,0 +1,207 @@
+"""The Tune side of a search: Optuna sampler, scheduler, the Tuner (new or restored), the
+callback that rewrites the tables while trials run, and why an experiment ended.
+
+Ray is imported inside the functions, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from tuner.core.config import ConfigError
+from tuner.space import SpaceFile, searched_keys
+from tuner.study import Plan
+
+
+def make_sampler(name: str, seed: int):
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                                  constant_liar=True),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+    }
+    return samplers[name]()
+
+
+def scheduler_metric(spec: SpaceFile) -> str:
+    """time_to_target is +inf until reached, useless for comparing trials mid-run: use loss."""
+    return "loss" if spec.search.metric == "time_to_target" else "objective"
+
+
+def make_scheduler(spec: SpaceFile, steps_per_epoch: int):
+    from ray.tune import schedulers
+    from tuner.space import pbt_mutations
+
+    s = spec.search.scheduler
+    metric, mode = scheduler_metric(spec), spec.search.mode
+    max_epochs = int(spec.base.get("train", {}).get("max_epochs", 100))
+    horizon = {"timesteps": max_epochs * steps_per_epoch, "training_iteration": max_epochs,
+               "time_total_s": spec.search.time_budget_s or 10 * 24 * 3600}
+    if s.type == "fifo":
+        return schedulers.FIFOScheduler()
+    if s.type == "asha":
+        max_t = s.max_t or horizon[s.time_attr]
+        return schedulers.ASHAScheduler(
+            time_attr=s.time_attr, metric=metric, mode=mode, max_t=max_t,
+            grace_period=min(s.grace_period, max_t), reduction_factor=s.reduction_factor)
+    if s.type == "median":
+        return schedulers.MedianStoppingRule(time_attr=s.time_attr, metric=metric, mode=mode,
+                                             grace_period=s.grace_period)
+    if s.type == "pbt":
+        return schedulers.PopulationBasedTraining(
+            time_attr=s.time_attr, metric=metric, mode=mode,
+            perturbation_interval=s.perturbation_interval,
+            hyperparam_mutations=pbt_mutations(spec), synch=False)
+    raise ConfigError(f"search.scheduler.type: got {s.type!r}")  # pragma: no cover
+
+
+def make_tuner(p: Plan, callbacks: list):
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+    from tuner.space import optuna_space, start_points, tune_space
+    from tuner.trial import run_trial
+
+    spec, search = p.spec, p.spec.search
+    trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec),
+                                    {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    storage = str(p.study_dir / "ray")
+    if p.restore:
+        return tune.Tuner.restore(str(Path(storage) / p.experiment), trainable=trainable,
+                                  resume_unfinished=True, resume_errored=False)
+    # Start points run once, first, in the study's first experiment only (not on --extend,
+    # nor when a killed first experiment is started again after Optuna already saw trials).
+    points = start_points(spec) if p.experiment == "search" else []
+    param_space: dict = {}
+    if not spec.uses_variant_generator:  # optuna, and random through Optuna's RandomSampler
+        db = optuna.storages.RDBStorage(f"sqlite:///{p.study_dir / 'optuna.db'}")
+        if spec.name in optuna.study.get_all_study_names(db) and optuna.load_study(
+                study_name=spec.name, storage=db).trials:
+            points = []
+        sampler = "random" if search.algorithm == "random" else search.sampler
+        searcher = OptunaSearch(space=optuna_space(spec.params), metric="objective",
+                                mode=search.mode, sampler=make_sampler(sampler, p.seed),
+                                study_name=spec.name, storage=db,
+                                points_to_evaluate=points or None)
+    else:
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        param_space = tune_space(spec)
+        # Tune ignores max_concurrent_trials when it is handed a variant generator.
+        searcher = BasicVariantGenerator(random_state=p.seed, max_concurrent=search.max_concurrent,
+                                         points_to_evaluate=points or None)
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    # Only the JSON results (read back for the tables) and progress.csv; no TensorBoard files.
+    callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), *callbacks]
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=make_scheduler(spec, p.steps_per_epoch),
+            num_samples=p.num_samples + len(points),  # start points run in addition
+            max_concurrent_trials=None if spec.uses_variant_generator else search.max_concurrent,
+            time_budget_s=search.time_budget_s, reuse_actors=True,
+            trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
+        run_config=tune.RunConfig(
+            name=p.experiment, storage_path=storage, callbacks=callbacks,
+            progress_reporter=tune.CLIReporter(
+                parameter_columns={k: k.rsplit(".", 1)[-1] for k in searched_keys(spec)},
+                metric_columns={"epoch": "epoch", "chunks": "N", "loss": "loss",
+                                "objective": "objective"},
+                max_report_frequency=15, max_progress_rows=12),
+            verbose=1,
+            failure_config=tune.FailureConfig(max_failures=search.max_failures),
+            # Tune's num_to_keep deletes checkpoints that a restored experiment snapshot may
+            # still point at (and PBT may still exploit): keep them all while a trial runs, and
+            # prune a trial's older ones when it ends (LiveTables).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),
+    )
+
+
+def _live_tables_callback(p: Plan):
+    """A Tune callback that rewrites trials.csv/epochs.csv while the search runs."""
+    from ray import tune
+    from tuner.results import TrialLog, read_logs, tables, write_tables
+
+    searched = searched_keys(p.spec)
+
+    class LiveTables(tune.Callback):
+        def __init__(self, every_s: float = 15.0) -> None:
+            self.every_s = every_s
+            self.last = 0.0
+            self.disk = {(log.experiment, log.trial_id): log for log in read_logs(p.study_dir)}
+            self.live: dict[str, TrialLog] = {}
+
+        def _log(self, trial) -> TrialLog:
+            log = self.live.get(trial.trial_id)
+            if log is None:
+                old = self.disk.pop((p.experiment, trial.trial_id), None)
+                log = old or TrialLog(p.experiment, trial.trial_id, dict(trial.config))
+                self.live[trial.trial_id] = log
+            log.live = trial.status
+            return log
+
+        def write(self, force: bool = False) -> None:
+            if not force and time.monotonic() - self.last < self.every_s:
+                return
+            self.last = time.monotonic()
+            try:
+                write_tables(p.study_dir, *tables([*self.disk.values(), *self.live.values()],
+                                                  searched))
+            except OSError as exc:  # disk full: the old tables stay whole; trials go on
+                print(f"warning: tables not updated ({exc})", file=sys.stderr)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self._log(trial).results.append(result)
+            self.write()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._log(trial).live = "TERMINATED"
+            self.write(force=True)
+            prune_checkpoints(p.study_dir / "ray" / p.experiment / f"trial_{trial.trial_id}")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            log = self._log(trial)
+            log.live = "ERROR"
+            log.error = str(getattr(trial, "error_msg", "") or "error").splitlines()[-1][:500]
+            self.write(force=True)
+
+    return LiveTables()
+
+
+
+def prune_checkpoints(trial_dir: Path, keep: int = 1) -> None:
+    """Delete all but the newest `keep` checkpoints of an ended trial (disk stays bounded)."""
+    import shutil
+
+    found = sorted(trial_dir.glob("checkpoint_*"))
+    for old in found[:-keep] if keep else found:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def why_finished(p: Plan, grid, elapsed: float) -> str:
+    """Why the experiment is over ('' when it was interrupted and can be resumed).
+
+    From the ResultGrid's public counts: a trial that neither terminated nor errored (pending,
+    running, paused when the search stopped) means it was interrupted."""
+    total = len(grid)
+    if grid.num_terminated + grid.num_errors < total:
+        return ""
+    budget = p.spec.search.time_budget_s
+    if budget is not None and elapsed >= budget * 0.98:
+        return "its time budget ran out"
+    if not p.spec.uses_variant_generator and total < p.num_samples:
+        return ""
+    return f"all {total} trials ran"
