@@ -15,6 +15,7 @@ from typing import Any, Literal, Mapping
 
 from tuner.core import config as cfg
 from tuner.core.config import ConfigError, check, suggest
+from tuner.core.yamlio import short
 
 SCHEDULER_KEYS: dict[str, tuple[str, ...]] = {
     "fifo": (),
@@ -167,10 +168,12 @@ def parse_search(raw: Mapping[str, Any]) -> tuple[SearchSpec, Any]:
         raw["num_samples"] = 1  # a grid is run num_samples times over: one pass unless asked
     if raw.get("scheduler") is None:
         raw.pop("scheduler", None)
-    if raw.get("mlflow") is True:
-        raw["mlflow"] = "local"
-    elif raw.get("mlflow") is False:
-        raw["mlflow"] = None
+    mlflow = raw.get("mlflow")
+    if mlflow is True or mlflow is False:
+        raw["mlflow"] = "local" if mlflow else None
+    elif mlflow is not None and not isinstance(mlflow, str):
+        raise ConfigError(f"search.mlflow: got {short(mlflow)}; allowed: true, false, null or an "
+                          "MLflow tracking URI")
     _scheduler_keys(raw.get("scheduler"))
     return cfg.build(SearchSpec, raw, "search."), start_from
 
