@@ -32,10 +32,10 @@ def test_chunk_bounds_cover_every_step_once(steps, n):
 def test_train_same_seed_same_losses():
     # Rule: on CPU the same seed and config give the same losses, run after run.
     cfg = tiny(**{"train.optimizer": "adam", "model.noise_std": 0.1})
-    a = [r["loss"] for r in fit(cfg).records]
-    b = [r["loss"] for r in fit(cfg).records]
+    a = [r["train_loss_running"] for r in fit(cfg).records]
+    b = [r["train_loss_running"] for r in fit(cfg).records]
     assert a == b
-    c = [r["loss"] for r in fit(tiny(**{"train.optimizer": "adam", "train.seed": 1})).records]
+    c = [r["train_loss_running"] for r in fit(tiny(**{"train.optimizer": "adam", "train.seed": 1})).records]
     assert a != c
 
 
@@ -43,7 +43,7 @@ def test_train_loss_falls_with_adam():
     # Rule: on a small problem Adam lowers the epoch loss.
     cfg = tiny(**{"train.optimizer": "adam", "train.lr": 0.01, "train.max_epochs": 15,
                   "train.schedule.chunks": "[4]"})
-    losses = [r["loss"] for r in fit(cfg).records]
+    losses = [r["train_loss_running"] for r in fit(cfg).records]
     assert losses[-1] < 0.8 * losses[0]
 
 
@@ -54,7 +54,7 @@ def test_train_huge_lr_sgd_diverges_without_exception():
     result = fit(cfg)
     assert result.status == "diverged"
     assert result.diverged_epoch == len(result.records)
-    assert result.records[-1]["loss"] == math.inf
+    assert result.records[-1]["train_loss_running"] == math.inf
     assert result.diverged_epoch < 20
 
 
@@ -64,7 +64,7 @@ def test_train_epoch_loss_comparable_across_chunk_counts():
     losses = {}
     for n in (1, 3, 7):
         cfg = tiny(**{"train.lr": 1e-12, "train.max_epochs": 1, "train.schedule.chunks": f"[{n}]"})
-        losses[n] = fit(cfg).records[0]["loss"]
+        losses[n] = fit(cfg).records[0]["train_loss_running"]
     assert losses[3] == pytest.approx(losses[1], rel=1e-5)
     assert losses[7] == pytest.approx(losses[1], rel=1e-5)
 
@@ -128,8 +128,8 @@ def test_train_masked_loss_ignores_padding():
     short_b = type(short)(short.diffs, garbage, m, short.lengths, short.window)
     data_a = type(data)(**{**data.__dict__, "train": short_a})
     data_b = type(data)(**{**data.__dict__, "train": short_b})
-    la = [r["loss"] for r in fit(cfg, data=data_a).records]
-    lb = [r["loss"] for r in fit(cfg, data=data_b).records]
+    la = [r["train_loss_running"] for r in fit(cfg, data=data_a).records]
+    lb = [r["train_loss_running"] for r in fit(cfg, data=data_b).records]
     assert la == lb
 
 
@@ -161,7 +161,7 @@ RESUME_SCRIPT = textwrap.dedent("""
                   "train.clip.mode": "adaptive", "train.clip.warmup": 2,
                   "train.schedule.chunks": "[6, 3, 1]", "train.schedule.patience": 1})
     result = fit(cfg, checkpoint=load_checkpoint(sys.argv[1]))
-    print(json.dumps([r["loss"] for r in result.records]))
+    print(json.dumps([r["train_loss_running"] for r in result.records]))
 """)
 
 
@@ -170,7 +170,7 @@ def test_train_checkpoint_round_trip_in_fresh_process(tmp_path):
     cfg = tiny(**{"train.optimizer": "adam", "model.noise_std": 0.1, "train.max_epochs": 5,
                   "train.clip.mode": "adaptive", "train.clip.warmup": 2,
                   "train.schedule.chunks": "[6, 3, 1]", "train.schedule.patience": 1})
-    full = [r["loss"] for r in fit(cfg).records]
+    full = [r["train_loss_running"] for r in fit(cfg).records]
     path = tmp_path / "state.pt"
     fit(cfg, lambda r, s: save_checkpoint(s, path) if s.epoch == 3 else None)
     assert load_checkpoint(path)["epoch"] == 3

@@ -25,12 +25,18 @@ from tuner.core.train import EPOCH_COLUMNS
 
 RAY_DIR = "ray"
 """Tune's storage folder inside a study folder; one experiment per run of the search."""
-TRIAL_COLUMNS = ("trial_id", "experiment", "status", "seed", "objective", "best_loss",
-                 "final_loss", "auc", "epochs", "timesteps", "seconds", "diverged_epoch", "error")
-"""trials.csv columns; the searched keys are inserted after `status`."""
+TRIAL_COLUMNS = ("trial_id", "experiment", "status", "seed", "objective", "train_loss",
+                 "best_train_loss", "val_loss", "best_val_loss", "best_epoch", "auc", "epochs",
+                 "timesteps", "seconds", "diverged_epoch", "error")
+"""trials.csv columns; the searched keys are inserted after `status`. `train_loss` and
+`val_loss` are the last epoch's (see tuner.core.train.EPOCH_COLUMNS), `best_*` the lowest of the
+run, `best_epoch` the epoch of the best model (lowest val_loss, else lowest train_loss), `auc`
+the mean train_loss."""
 STATUSES = ("completed", "early_stopped", "diverged", "error", "running", "pending",
             "interrupted")
-"""`interrupted`: the search stopped (Ctrl-C, a killed driver) mid-trial; --resume goes on."""
+"""`early_stopped`: ended before max_epochs by the scheduler (ASHA, ...) or by the run's own
+train.early_stopping; `interrupted`: the search stopped (Ctrl-C, a killed driver) mid-trial;
+--resume goes on."""
 
 
 STALE_TEMP_S = 600.0
@@ -124,6 +130,8 @@ def _status(last: dict[str, Any] | None, error: str, live: str | None) -> str:
     scheduler; a trial whose results just stop (Ctrl-C, a killed driver) was interrupted."""
     if last is not None and last.get("diverged"):
         return "diverged"
+    if last is not None and last.get("early_stopped"):
+        return "early_stopped"
     if last is not None and last.get("finished"):
         return "completed"
     if live == "ERROR" or (live is None and error):
@@ -191,8 +199,10 @@ def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame,
         epochs.insert(0, "trial_id", log.trial_id)
         epoch_frames.append(epochs)
         last = results[-1] if results else None
-        losses = epochs["loss"].astype(float)
+        losses = epochs["train_loss"].astype(float)
         finite = losses[losses.map(math.isfinite)]
+        vals = epochs["val_loss"].astype(float)
+        finite_val = vals[vals.map(math.isfinite)]
         ended_itself = bool(last and (last.get("finished") or last.get("diverged")))
         row: dict[str, Any] = {"trial_id": log.trial_id, "experiment": log.experiment,
                                "status": _status(last, log.error, log.live)}
@@ -200,8 +210,11 @@ def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame,
         row.update(
             seed=last.get("seed") if last else None,
             objective=last.get("objective", math.nan) if last else math.nan,
-            best_loss=float(finite.min()) if len(finite) else math.nan,
-            final_loss=float(losses.iloc[-1]) if len(losses) else math.nan,
+            train_loss=float(losses.iloc[-1]) if len(losses) else math.nan,
+            best_train_loss=float(finite.min()) if len(finite) else math.nan,
+            val_loss=float(vals.iloc[-1]) if len(vals) else math.nan,
+            best_val_loss=float(finite_val.min()) if len(finite_val) else math.nan,
+            best_epoch=int(last["best_epoch"]) if last and last.get("best_epoch") else None,
             auc=float(finite.mean()) if len(finite) else math.nan,
             epochs=int(epochs["epoch"].max()) if len(epochs) else 0,
             timesteps=int(last["timesteps"]) if last else 0,

@@ -227,8 +227,8 @@ def make_sampler(name: str, seed: int):
 
 
 def scheduler_metric(spec: SpaceFile) -> str:
-    """time_to_target is +inf until reached, useless for comparing trials mid-run: use loss."""
-    return "loss" if spec.search.metric == "time_to_target" else "objective"
+    """time_to_target is +inf until reached, useless for comparing trials mid-run: use train_loss."""
+    return "train_loss" if spec.search.metric == "time_to_target" else "objective"
 
 
 def make_scheduler(spec: SpaceFile, steps_per_epoch: int):
@@ -301,7 +301,8 @@ def make_tuner(p: Plan, callbacks: list):
             name=p.experiment, storage_path=storage, callbacks=callbacks,
             progress_reporter=tune.CLIReporter(
                 parameter_columns={k: k.rsplit(".", 1)[-1] for k in searched_keys(spec)},
-                metric_columns={"epoch": "epoch", "chunks": "N", "loss": "loss",
+                metric_columns={"epoch": "epoch", "chunks": "N", "train_loss": "train_loss",
+                                "val_loss": "val_loss",
                                 "objective": "objective"},
                 max_report_frequency=15, max_progress_rows=12),
             verbose=1,
@@ -387,9 +388,15 @@ def _versions() -> dict[str, str]:
 
 
 def write_study_files(p: Plan, argv: list[str]) -> None:
+    from tuner.core.baselines import describe, reference
     from tuner.results import atomic_write_yaml
+    from tuner.space import first_config
 
     doc = dict(p.spec.raw)
+    # The data, its split and both baselines, on the first trial's data: said once, kept.
+    ref = reference(first_config(p.spec).data)
+    doc.update(ref)
+    print("\n".join(describe(ref)), flush=True)
     doc["command"] = shlex.join([sys.executable.rsplit("/", 1)[-1], "-m", "tuner.search", *argv])
     doc["versions"] = _versions()
     atomic_write_yaml(p.study_dir / "study.yaml", doc)
@@ -417,8 +424,8 @@ def summary(p: Plan, trials) -> str:
     import pandas as pd
 
     counts = trials["status"].value_counts().to_dict()
-    cols = ["trial_id", "status", *searched_keys(p.spec), "objective", "best_loss", "epochs",
-            "seconds"]
+    cols = ["trial_id", "status", *searched_keys(p.spec), "objective", "best_train_loss",
+            "best_val_loss", "best_epoch", "epochs", "seconds"]
     top = trials.sort_values("objective", ascending=p.spec.search.mode == "min").head(5)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         table = top[[c for c in cols if c in top]].to_string(index=False)

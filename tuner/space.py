@@ -45,6 +45,7 @@ import yaml
 
 from tuner.core import config as cfg
 from tuner.core.config import Config, ConfigError
+from tuner.objectives import HELD_OUT_OBJECTIVES, OBJECTIVES, renamed_hint
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; both are imported lazily where used
     import optuna
@@ -53,7 +54,7 @@ DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "grid")
 """Distribution names a `space:` entry may use (exactly one per entry)."""
 ALGORITHMS = ("optuna", "random", "grid")
 SAMPLERS = ("tpe", "qmc", "random", "cmaes", "gp")
-METRICS = ("loss", "best_loss", "val_loss", "auc", "time_to_target")
+METRICS = OBJECTIVES
 MODES = ("min", "max")
 TARGET_UNITS = ("seconds", "timesteps")
 SCHEDULERS = ("fifo", "asha", "median", "pbt")
@@ -149,8 +150,9 @@ class SearchSpec:
     same generator with every `choice` expanded as a grid)."""
     sampler: str = "tpe"
     """Optuna sampler: tpe, qmc, random, cmaes or gp (only used with algorithm optuna)."""
-    metric: str = "loss"
-    """The objective: loss, best_loss, val_loss, auc or time_to_target."""
+    metric: str = "train_loss"
+    """The objective (see tuner.objectives): train_loss, best_train_loss, val_loss,
+    best_val_loss, auc or time_to_target."""
     mode: str = "min"
     """min or max."""
     target_loss: float | None = None
@@ -539,6 +541,11 @@ class _Loader:
                       ", ".join(choices))
         return value
 
+    def metric(self, value: Any) -> str:
+        if isinstance(value, str) and renamed_hint(value):
+            self.fail("search.metric", renamed_hint(value), ", ".join(METRICS))
+        return self.one_of("search.metric", value, METRICS)
+
     def number(self, key: str, value: Any, ok: Callable[[float], bool], allowed: str,
                integer: bool = False, nullable: bool = False) -> Any:
         if value is None and nullable:
@@ -560,7 +567,7 @@ class _Loader:
         return SearchSpec(
             algorithm=self.one_of("search.algorithm", get("algorithm"), ALGORITHMS),
             sampler=self.one_of("search.sampler", get("sampler"), SAMPLERS),
-            metric=self.one_of("search.metric", get("metric"), METRICS),
+            metric=self.metric(get("metric")),
             mode=self.one_of("search.mode", get("mode"), MODES),
             target_loss=self.number("search.target_loss", get("target_loss"), lambda v: True,
                                     "a number", nullable=True),
@@ -931,11 +938,11 @@ class _Loader:
         return first
 
     def check_with_config(self, first: Config, search: SearchSpec) -> None:
-        if search.metric == "val_loss" and not (first.data.val_fraction > 0
-                                                or first.data.val_series > 0):
-            self.fail("search.metric", "val_loss needs held-out data, and data.val_fraction "
-                      "and data.val_series are 0",
-                      "data.val_fraction > 0 or data.val_series > 0 with val_loss")
+        if search.metric in HELD_OUT_OBJECTIVES and not (first.data.val_fraction > 0
+                                                         or first.data.val_series > 0):
+            self.fail("search.metric", f"{search.metric} needs held-out data, and "
+                      "data.val_fraction and data.val_series are 0",
+                      f"data.val_fraction > 0 or data.val_series > 0 with {search.metric}")
 
 
 def _param_document(p: Param, cases: Sequence[Case]) -> dict[str, Any]:

@@ -126,12 +126,13 @@ def baselines(data: Prepared) -> dict[str, dict[str, Any]]:
 def reference(cfg: DataConfig, data: Prepared | None = None) -> dict[str, Any]:
     """What a study states once at its start: the data's constants, the split and baselines.
 
-    {data: {...}, split: {train_series, train_steps, val_series, val_steps, ...},
-    baselines: {zero: {train, val}, ridge: {train, val, alpha}}} in plain values (YAML-safe)."""
+    {data_constants: {...} (see `data_constants`), split: {train_series, train_steps,
+    val_series, val_steps, ...}, baselines: {zero: {train, val}, ridge: {train, val, alpha}}}
+    in plain values (YAML-safe); study.yaml holds these three keys at its top level."""
     data = data if data is not None else prepare(cfg, device="cpu")
     split = {"window": cfg.window, "val_fraction": cfg.val_fraction,
              "val_series_whole": cfg.val_series, **data.split()}
-    return {"data": data_constants(cfg), "split": split, "baselines": baselines(data)}
+    return {"data_constants": data_constants(cfg), "split": split, "baselines": baselines(data)}
 
 
 def describe(ref: dict[str, Any]) -> list[str]:
