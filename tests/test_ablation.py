@@ -45,6 +45,8 @@ def test_ablation_expands_to_settings_times_seeds():
             assert t.clip.threshold == threshold
         assert t.schedule.patience == 20 and t.max_epochs == 300
         assert (cfg.data.n_series, cfg.data.length, cfg.data.window) == (17, 20000, 128)
+        # 2 whole series held out: the article's 15 to train on, each at full length.
+        assert (cfg.data.val_series, cfg.data.val_fraction) == (2, 0.0)
 
 
 def test_ablation_reduced_scale_with_one_override_line():

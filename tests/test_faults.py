@@ -215,7 +215,7 @@ def reference_losses(space: Path, params: dict[str, Any]) -> list[float]:
     """The losses of an uninterrupted run of the trial's config (1 thread, CPU), no Ray."""
     config, _ = resolve(load_space(space), params)
     train = dataclasses.replace(config.train, threads=1, device="cpu")
-    return [r["loss"] for r in fit(dataclasses.replace(config, train=train)).records]
+    return [r["train_loss_running"] for r in fit(dataclasses.replace(config, train=train)).records]
 
 
 # ================================================================ 1. a trial process dies
@@ -264,7 +264,7 @@ def test_trial_process_sigkilled_mid_trial_resumes_from_checkpoint(tmp_path):
 
     params = json.loads(next((study / "ray" / "search").glob("trial_*/params.json")).read_text())
     expected = reference_losses(space, params)
-    assert epochs["loss"].tolist() == pytest.approx(expected, rel=1e-6)
+    assert epochs["train_loss_running"].tolist() == pytest.approx(expected, rel=1e-6)
 
 
 # ================================================================ 2. the driver dies
@@ -513,7 +513,7 @@ def test_diverged_trial_is_inf_in_the_table_and_complete_in_optuna(mixed_study):
     assert div["status"] == "diverged" and div["diverged_epoch"] == 3
     assert div["objective"] == math.inf and div["epochs"] == 3
     mine = epochs[epochs["trial_id"] == div["trial_id"]]
-    assert mine["loss"].tolist()[-1] == math.inf and mine["loss"].iloc[:-1].map(math.isfinite).all()
+    assert mine["train_loss"].tolist()[-1] == math.inf and mine["train_loss"].iloc[:-1].map(math.isfinite).all()
     assert trials["objective"].tolist()[0] != math.inf  # ranked best first, inf never first
 
     loaded = optuna.load_study(study_name="mixed", storage=f"sqlite:///{study / 'optuna.db'}")

@@ -143,7 +143,7 @@ def test_search_pbt_runs_with_checkpoints(ray_session, tmp_path):
 
 
 def test_search_time_to_target_ranks_unreached_last(ray_session, tmp_path):
-    # Rule: the time_to_target objective is the training seconds until the loss first reached the
+    # Rule: the time_to_target objective is the training seconds until train_loss first reached the
     # target; trials that never get there rank last with +inf, not as errors.
     space = {"train.lr": {"choice": [1e-9, 0.05]}}
     path = write_space(tmp_path, space, {
@@ -157,7 +157,7 @@ def test_search_time_to_target_ranks_unreached_last(ray_session, tmp_path):
     frozen, moving = trials.iloc[0], trials.iloc[1]
     assert frozen["status"] == "completed" and math.isinf(frozen["objective"])
     mine = epochs[epochs["trial_id"] == moving["trial_id"]]
-    reached = mine[mine["loss"] <= 0.99]
+    reached = mine[mine["train_loss"] <= 0.99]
     assert len(reached), "the adam trial should reach the target on this tiny problem"
     assert moving["objective"] == pytest.approx(reached["train_time_s"].iloc[0])
     ranked = pd.read_csv(tmp_path / "results" / "t" / "trials.csv")

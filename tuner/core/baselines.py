@@ -130,8 +130,7 @@ def reference(cfg: DataConfig, data: Prepared | None = None) -> dict[str, Any]:
     val_series, val_steps, ...}, baselines: {zero: {train, val}, ridge: {train, val, alpha}}}
     in plain values (YAML-safe); study.yaml holds these three keys at its top level."""
     data = data if data is not None else prepare(cfg, device="cpu")
-    split = {"window": cfg.window, "val_fraction": cfg.val_fraction,
-             "val_series_whole": cfg.val_series, **data.split()}
+    split = {"window": cfg.window, "val_fraction": cfg.val_fraction, **data.split()}
     return {"data_constants": data_constants(cfg), "split": split, "baselines": baselines(data)}
 
 
@@ -139,7 +138,7 @@ def describe(ref: dict[str, Any]) -> list[str]:
     """Lines for a terminal: the split and both baselines' train and held-out losses."""
     s, b = ref["split"], ref["baselines"]
     parts = ([f"the last {s['val_fraction']:.0%} of each series"] if s["val_fraction"] else []) + (
-        [f"{s['val_series_whole']} whole series"] if s["val_series_whole"] else [])
+        [f"{s['val_whole_series']} whole series"] if s["val_whole_series"] else [])
     held = (f"held out: {s['val_steps']:,} steps ({' and '.join(parts)})" if s["val_steps"]
             else "no hold-out")
     lines = [f"split: {s['train_series']} training series, {s['train_steps']:,} training steps; "
