@@ -37,7 +37,8 @@ def running_objective(metric: str, records: Sequence[dict[str, Any]], target_los
     """The objective after the last of `records` (+inf when the run diverged or never got there).
 
     train_loss: last epoch's train_loss; best_train_loss: lowest so far; val_loss: last held-out
-    loss; best_val_loss: lowest held-out loss so far; auc: mean train_loss over the epochs so far
+    loss; best_val_loss: the best epoch's held-out loss
+    (the record's `best_val_loss`, else the lowest so far); auc: mean train_loss over the epochs so far
     (area under the curve, the article's "how fast"); time_to_target: seconds (or time steps)
     until train_loss first reached `target_loss`."""
     if not records:
@@ -49,6 +50,11 @@ def running_objective(metric: str, records: Sequence[dict[str, Any]], target_los
         return losses[-1]
     if metric == "best_train_loss":
         return min(losses)
+    if metric == "best_val_loss" and "best_val_loss" in records[-1]:
+        # The best epoch's own loss (the model early stopping keeps), which differs from the
+        # lowest val_loss only when early_stopping.min_delta > 0.
+        value = float(records[-1]["best_val_loss"])
+        return value if math.isfinite(value) else math.inf
     if metric in HELD_OUT_OBJECTIVES:
         vals = [float(r.get("val_loss", math.nan)) for r in records]
         vals = vals[-1:] if metric == "val_loss" else vals

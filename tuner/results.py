@@ -30,8 +30,8 @@ TRIAL_COLUMNS = ("trial_id", "experiment", "status", "seed", "objective", "train
                  "timesteps", "seconds", "diverged_epoch", "error")
 """trials.csv columns; the searched keys are inserted after `status`. `train_loss` and
 `val_loss` are the last epoch's (see tuner.core.train.EPOCH_COLUMNS), `best_*` the lowest of the
-run, `best_epoch` the epoch of the best model (lowest val_loss, else lowest train_loss), `auc`
-the mean train_loss."""
+run (`best_val_loss`: the best epoch's, see EPOCH_COLUMNS), `best_epoch` the epoch of the best
+model (lowest val_loss, else lowest train_loss), `auc` the mean train_loss."""
 STATUSES = ("completed", "early_stopped", "diverged", "error", "running", "pending",
             "interrupted")
 """`early_stopped`: ended before max_epochs by the scheduler (ASHA, ...) or by the run's own
@@ -185,6 +185,14 @@ def _searched_value(log: TrialLog, key: str) -> Any:
     return ",".join(map(str, value)) if isinstance(value, list) else value
 
 
+def _best_val_loss(last: dict[str, Any] | None, finite_val: pd.Series) -> float:
+    """The best epoch's held-out loss as the run reported it, else the lowest one."""
+    value = last.get("best_val_loss") if last else None
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return float(finite_val.min()) if len(finite_val) else math.nan
+
+
 def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, epochs) from trial logs: one row per trial, one per trial and epoch.
 
@@ -213,7 +221,7 @@ def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame,
             train_loss=float(losses.iloc[-1]) if len(losses) else math.nan,
             best_train_loss=float(finite.min()) if len(finite) else math.nan,
             val_loss=float(vals.iloc[-1]) if len(vals) else math.nan,
-            best_val_loss=float(finite_val.min()) if len(finite_val) else math.nan,
+            best_val_loss=_best_val_loss(last, finite_val),
             best_epoch=int(last["best_epoch"]) if last and last.get("best_epoch") else None,
             auc=float(finite.mean()) if len(finite) else math.nan,
             epochs=int(epochs["epoch"].max()) if len(epochs) else 0,

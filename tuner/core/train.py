@@ -50,8 +50,9 @@ EPOCH_COLUMNS = ("epoch", "train_loss_running", "train_loss", "val_loss", "best_
   (noise off), state from zero: comparable across N and with `val_loss`.
 - `val_loss`: the same model on the held-out steps (NaN without a hold-out).
 
-`best_val_loss` is the lowest `val_loss` so far; `best_epoch` the epoch of the best model so far
-(lowest `val_loss`, or lowest `train_loss` without a hold-out). `eval_time_s` is the time of the
+`best_val_loss` is the `val_loss` of the best epoch so far, `best_epoch` that epoch: the lowest
+`val_loss` (lowest `train_loss` without a hold-out), where a new best must beat the old by more
+than `train.early_stopping.min_delta` (0 by default, then it is simply the lowest). `eval_time_s` is the time of the
 end-of-epoch evaluation, not counted in `epoch_time_s` or the cumulative `train_time_s`;
 `timesteps`, `updates`, `train_time_s` are cumulative."""
 
@@ -404,48 +405,55 @@ def fit(config: Config, on_epoch: EpochCallback | None = None,
             torch.set_flush_denormal(False)
 
 
+def _finish_record(state: TrainingState, data: Prepared, partial: dict[str, Any]) -> dict[str, Any]:
+    """An epoch's full record: `train_epoch`'s part, the eval-mode losses, the best model so far.
+
+    Also steps the chunk schedule (on the running loss, as the article's Keras callback saw it)
+    and the best-model tracker (on val_loss, else train_loss). A diverged epoch is not
+    evaluated: its losses are +inf (val_loss NaN without a hold-out)."""
+    start = time.perf_counter()
+    held_out = data.val is not None
+    diverged = not math.isfinite(partial["train_loss_running"])
+    train_loss, val_loss = ((math.inf, math.inf if held_out else math.nan) if diverged
+                            else evaluate_split(state.model, data))
+    if not math.isfinite(train_loss):  # weights gone non-finite in the epoch's last update
+        partial["train_loss_running"] = train_loss = math.inf
+        val_loss = math.inf if held_out else math.nan
+    else:
+        state.track_best(val_loss if held_out else train_loss)
+        state.schedule.step(partial["train_loss_running"])
+    record = {
+        "epoch": state.epoch, **partial, "train_loss": train_loss, "val_loss": val_loss,
+        "best_val_loss": state.best_value if held_out else math.nan,
+        "best_epoch": state.best_epoch, "eval_time_s": time.perf_counter() - start,
+        "lr": state.optimizer.param_groups[0]["lr"], "timesteps": state.timesteps,
+        "updates": state.updates, "train_time_s": state.train_time_s,
+    }
+    return {k: record[k] for k in EPOCH_COLUMNS}
+
+
 def _train(state: TrainingState, data: Prepared, on_epoch: EpochCallback | None) -> Result:
     """The epoch loop of `fit`, from wherever `state` stands."""
     tc = state.config.train
     patience = tc.early_stopping.patience
     status, diverged_epoch = "completed", None
     while state.epoch < tc.max_epochs and not state.early_stopped:
-        record = train_epoch(state, data.train)
+        partial = train_epoch(state, data.train)
         state.epoch += 1
-        start = time.perf_counter()
-        diverged = not math.isfinite(record["train_loss_running"])
-        train_loss, val_loss = (math.inf, math.inf if data.val is not None else math.nan) \
-            if diverged else evaluate_split(state.model, data)
-        diverged = diverged or not math.isfinite(train_loss)
-        if diverged:
-            record["train_loss_running"] = train_loss = math.inf
-        else:
-            state.track_best(val_loss if data.val is not None else train_loss)
-            state.schedule.step(record["train_loss_running"])
-        record = {
-            "epoch": state.epoch, **record, "train_loss": train_loss, "val_loss": val_loss,
-            "best_val_loss": state.best_value if data.val is not None else math.nan,
-            "best_epoch": state.best_epoch, "eval_time_s": time.perf_counter() - start,
-            "lr": state.optimizer.param_groups[0]["lr"], "timesteps": state.timesteps,
-            "updates": state.updates, "train_time_s": state.train_time_s,
-        }
-        record = {k: record[k] for k in EPOCH_COLUMNS}
+        record = _finish_record(state, data, partial)
         state.records.append(record)
-        if diverged:
+        if not math.isfinite(record["train_loss"]):
             status, diverged_epoch = "diverged", state.epoch
         elif patience is not None and state.bad_epochs >= patience and state.best_model is not None:
             # Restored before the callback runs, so its last checkpoint holds the best weights.
             state.model.load_state_dict(state.best_model)
             state.early_stopped = True
         stop = on_epoch(record, state) if on_epoch is not None else False
-        if status == "diverged":
-            break
-        if state.early_stopped:
-            status = "early_stopped"
+        if status == "diverged" or state.early_stopped:
             break
         if stop:
             status = "stopped"
             break
-    if state.early_stopped:  # resumed from the checkpoint of an early-stopped run
+    if state.early_stopped:  # also when resumed from an early-stopped run's last checkpoint
         status = "early_stopped"
     return Result(status, state.records, diverged_epoch, state)
