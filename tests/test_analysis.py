@@ -1,4 +1,5 @@
-"""Unit tests of tuner.analysis: hand-made arrays and tables, no files, no plots."""
+"""Unit tests of the report's measures, ranges, claims and text: hand-made arrays and tables, no
+files, no plots."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
-from tuner import analysis as an
+from tuner.core import metrics
+from tuner.report import claims, measures, ranges, text
 
 # --------------------------------------------------------------------------------------------
 # count_spikes
@@ -17,7 +24,7 @@ from tuner import analysis as an
 
 def test_count_spikes_smooth_curve_has_none() -> None:
     # Rule: a monotone falling curve never rises above its running best.
-    assert an.count_spikes([5.0, 4.0, 3.0, 2.0, 1.0]) == 0
+    assert measures.count_spikes([5.0, 4.0, 3.0, 2.0, 1.0]) == 0
 
 
 def test_count_spikes_counts_each_excursion_once() -> None:
@@ -25,36 +32,36 @@ def test_count_spikes_counts_each_excursion_once() -> None:
     losses = [4.0, 2.0, 1.0, 3.0, 3.5, 2.0, 0.9, 0.8, 5.0, 0.7]
     # epochs 4-5 (3.0, 3.5 > 1.5 x 1.0) are one excursion; epoch 6 (2.0 > 1.5) continues it;
     # epoch 9 (5.0 > 1.5 x 0.8) is a second one.
-    assert an.count_spikes(losses) == 2
+    assert measures.count_spikes(losses) == 2
 
 
 def test_count_spikes_threshold_is_relative_to_running_best() -> None:
     # Rule: a rise to exactly factor x best is not above; anything beyond is.
-    assert an.count_spikes([1.0, 1.5]) == 0
-    assert an.count_spikes([1.0, 1.51]) == 1
+    assert measures.count_spikes([1.0, 1.5]) == 0
+    assert measures.count_spikes([1.0, 1.51]) == 1
     # A larger factor tolerates bigger rises.
-    assert an.count_spikes([1.0, 2.5, 0.9], factor=3.0) == 0
+    assert measures.count_spikes([1.0, 2.5, 0.9], factor=3.0) == 0
 
 
 def test_count_spikes_first_epoch_and_blowups() -> None:
     # Rule: the first epoch has no running best, so it is never a spike.
-    assert an.count_spikes([100.0]) == 0
+    assert measures.count_spikes([100.0]) == 0
     # Rule: a NaN or inf loss after a finite start is an upward excursion (a blow-up).
-    assert an.count_spikes([1.0, 0.5, float("nan")]) == 1
-    assert an.count_spikes([1.0, 0.5, math.inf]) == 1
+    assert measures.count_spikes([1.0, 0.5, float("nan")]) == 1
+    assert measures.count_spikes([1.0, 0.5, math.inf]) == 1
 
 
 def test_count_spikes_rejects_factor_below_one() -> None:
     # Rule: a factor < 1 would count every epoch worse than best: refused.
     with pytest.raises(ValueError, match="factor"):
-        an.count_spikes([1.0, 2.0], factor=0.5)
+        measures.count_spikes([1.0, 2.0], factor=0.5)
 
 
 def test_roughness_zero_for_falling_curve_and_inf_for_blowup() -> None:
     # Rule: only rises count; a 10x rise over 2 steps is 1 decade / 2 steps.
-    assert an.roughness([3.0, 2.0, 1.0]) == 0.0
-    assert an.roughness([1.0, 10.0, 5.0]) == pytest.approx(0.5)
-    assert an.roughness([1.0, math.inf]) == math.inf
+    assert measures.roughness([3.0, 2.0, 1.0]) == 0.0
+    assert measures.roughness([1.0, 10.0, 5.0]) == pytest.approx(0.5)
+    assert measures.roughness([1.0, math.inf]) == math.inf
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,31 +73,31 @@ def test_time_to_target_reached_returns_first_time() -> None:
     # Rule: the first time at which loss <= target (equality counts).
     times = [10.0, 20.0, 30.0, 40.0]
     losses = [3.0, 2.0, 1.0, 0.5]
-    assert an.time_to_target(times, losses, 2.0) == 20.0
-    assert an.time_to_target(times, losses, 1.5) == 30.0
+    assert metrics.time_to_target(times, losses, 2.0) == 20.0
+    assert metrics.time_to_target(times, losses, 1.5) == 30.0
 
 
 def test_time_to_target_never_reached_is_inf() -> None:
     # Rule: never reached -> +inf (so "faster" comparisons rank it last).
-    assert an.time_to_target([1, 2, 3], [3.0, 2.0, float("nan")], 0.1) == math.inf
-    assert an.time_to_target([], [], 1.0) == math.inf
+    assert metrics.time_to_target([1, 2, 3], [3.0, 2.0, float("nan")], 0.1) == math.inf
+    assert metrics.time_to_target([], [], 1.0) == math.inf
 
 
 def test_time_to_target_axis_is_whatever_is_given() -> None:
     # Rule: the answer is in the units of `times` (here epochs).
-    assert an.time_to_target(np.arange(1, 6), [5, 4, 3, 2, 1], 3) == 3.0
+    assert metrics.time_to_target(np.arange(1, 6), [5, 4, 3, 2, 1], 3) == 3.0
 
 
 def test_time_to_target_length_mismatch_fails() -> None:
     with pytest.raises(ValueError):
-        an.time_to_target([1, 2], [1.0], 0.5)
+        metrics.time_to_target([1, 2], [1.0], 0.5)
 
 
 def test_auc_is_mean_loss() -> None:
     # Rule: mean loss over the run; a blow-up makes it inf; empty -> NaN.
-    assert an.auc([4.0, 2.0, 0.0]) == pytest.approx(2.0)
-    assert an.auc([1.0, float("nan")]) == math.inf
-    assert math.isnan(an.auc([]))
+    assert metrics.auc([4.0, 2.0, 0.0]) == pytest.approx(2.0)
+    assert metrics.auc([1.0, float("nan")]) == math.inf
+    assert math.isnan(metrics.auc([]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,50 +121,50 @@ def _epochs_table() -> pd.DataFrame:
 
 def test_loss_at_epoch_rules() -> None:
     e = _epochs_table()
-    out = an.loss_at(e, epoch=4)
+    out = measures.loss_at(e, epoch=4)
     # Rule: the loss of that epoch for a run that got there.
     assert out["full"] == pytest.approx(2.5)
     # Rule: a run that stopped earlier without diverging has no value (NaN) ...
     assert math.isnan(out["short"])
     # ... unless hold_last, then it keeps its last loss.
-    assert an.loss_at(e, epoch=4, hold_last=True)["short"] == pytest.approx(2.5)
+    assert measures.loss_at(e, epoch=4, hold_last=True)["short"] == pytest.approx(2.5)
     # Rule: a run that diverged stays infinitely bad.
     assert out["blown"] == math.inf
 
 
 def test_loss_at_seconds_takes_last_finished_epoch() -> None:
     e = _epochs_table()
-    out = an.loss_at_seconds(e, seconds=5.0)
+    out = measures.loss_at_seconds(e, seconds=5.0)
     # full: epochs end at 2, 4, 6 s... -> last finished by 5 s is epoch 2.
     assert out["full"] == pytest.approx(5.0)
     # short ended at 2 s: keeps its last loss by default.
     assert out["short"] == pytest.approx(2.5)
     assert out["blown"] == math.inf
     # Before the first epoch ended: NaN.
-    assert math.isnan(an.loss_at_seconds(e, seconds=0.5)["full"])
+    assert math.isnan(measures.loss_at_seconds(e, seconds=0.5)["full"])
 
 
 def test_final_stage_and_stage_changes() -> None:
     e = _epochs_table()
-    fs = an.final_stage(e)
+    fs = measures.final_stage(e)
     assert fs.loc["full", "chunks"] == 10 and fs.loc["full", "stage"] == 1
-    ch = an.stage_changes(e[e["trial_id"] == "full"])
+    ch = measures.stage_changes(e[e["trial_id"] == "full"])
     # Rule: one change, at the first epoch of the new stage, from 100 to 10 chunks.
     assert ch["epoch"].tolist() == [4]
     assert ch["chunks_from"].tolist() == [100] and ch["chunks_to"].tolist() == [10]
-    assert an.stage_changes(e[e["trial_id"] == "short"]).empty
+    assert measures.stage_changes(e[e["trial_id"] == "short"]).empty
 
 
 # --------------------------------------------------------------------------------------------
 # Edge warnings
 # --------------------------------------------------------------------------------------------
 
-SPACE = {
-    "train.lr": {"loguniform": [1e-4, 0.1]},
-    "train.clip.threshold": {"uniform": [0.0, 10.0], "if": "train.clip.mode == 'norm'"},
-    "model.lstm_units": {"int": [16, 256]},
-    "train.optimizer": {"choice": ["sgd", "adam"]},
-    "train.seed": {"grid": [0, 1, 2]},
+SPACE = {  # the searched keys' distributions, as tuner.report.load builds them from a space
+    "train.lr": FloatDistribution(1e-4, 0.1, log=True),
+    "train.clip.threshold": FloatDistribution(0.0, 10.0),
+    "model.lstm_units": IntDistribution(16, 256),
+    "train.optimizer": CategoricalDistribution(["sgd", "adam"]),
+    "train.seed": CategoricalDistribution([0, 1, 2]),
 }
 
 
@@ -172,7 +179,7 @@ def _trials(**columns: list) -> pd.DataFrame:
 def test_edge_warning_near_upper_edge_of_log_range() -> None:
     # Rule: best lr 0.098 sits at position ~0.997 of [1e-4, 0.1] in log space -> warn upper.
     t = _trials(**{"train.lr": [0.098, 0.01, 0.001]})
-    warnings = an.edge_warnings(t, SPACE, "objective")
+    warnings = ranges.edge_warnings(t, SPACE, "objective")
     assert len(warnings) == 1
     assert warnings[0].startswith("train.lr: best 0.098 is near the upper edge of [0.0001, 0.1]")
     assert "widen the range" in warnings[0]
@@ -181,23 +188,23 @@ def test_edge_warning_near_upper_edge_of_log_range() -> None:
 def test_edge_warning_middle_does_not_warn() -> None:
     # Rule: 0.003 is in the middle of [1e-4, 0.1] on a log scale (position ~0.49).
     t = _trials(**{"train.lr": [0.003, 0.098, 0.0001]})
-    assert an.edge_warnings(t, SPACE, "objective") == []
+    assert ranges.edge_warnings(t, SPACE, "objective") == []
 
 
 def test_edge_warning_uses_log_scale_for_loguniform() -> None:
     # 0.001 is at 1% of [1e-4, 0.1] linearly (would warn "lower") but at 1/3 in log space.
     t = _trials(**{"train.lr": [0.001]})
-    assert an.edge_warnings(t, SPACE, "objective") == []
+    assert ranges.edge_warnings(t, SPACE, "objective") == []
     # 0.00012 is in the lowest 10% in log space (position ~0.03): warn lower.
     t = _trials(**{"train.lr": [0.00012]})
-    (w,) = an.edge_warnings(t, SPACE, "objective")
+    (w,) = ranges.edge_warnings(t, SPACE, "objective")
     assert "lower edge" in w and "(log scale)" in w
 
 
 def test_edge_warning_linear_int_and_top_k_context() -> None:
     # Rule: linear ranges use linear position; 250 in [16, 256] is at 0.975 -> upper edge.
     t = _trials(**{"model.lstm_units": [250, 240, 64, 128]})
-    (w,) = an.edge_warnings(t, SPACE, "objective", top_k=3)
+    (w,) = ranges.edge_warnings(t, SPACE, "objective", top_k=3)
     assert w.startswith("model.lstm_units: best 250 is near the upper edge of [16, 256]")
     # 2 of the best 3 (250, 240) are in the top 10% (>= 232).
     assert "(2 of the best 3 trials are near that edge)" in w
@@ -212,7 +219,7 @@ def test_edge_warning_skips_inactive_conditional_seed_and_categorical() -> None:
             "train.seed": [2, 0],
         }
     )
-    assert an.edge_warnings(t, SPACE, "objective") == []
+    assert ranges.edge_warnings(t, SPACE, "objective") == []
 
 
 def test_edge_warning_ignores_diverged_best() -> None:
@@ -220,26 +227,31 @@ def test_edge_warning_ignores_diverged_best() -> None:
     t = pd.DataFrame(
         {"trial_id": ["a", "b"], "objective": [math.inf, 1.0], "train.lr": [0.1, 0.003]}
     )
-    assert an.edge_warnings(t, SPACE, "objective") == []
+    assert ranges.edge_warnings(t, SPACE, "objective") == []
 
 
 def test_edge_warning_numeric_grid_edges() -> None:
     # Rule: for a numeric grid of 3+ values, the smallest/largest value tried is the edge.
-    space = {"train.lr": {"grid": [0.001, 0.01, 0.1]}}
+    space = {"train.lr": CategoricalDistribution([0.001, 0.01, 0.1])}
     t = _trials(**{"train.lr": [0.1, 0.01]})
-    (w,) = an.edge_warnings(t, space, "objective")
+    (w,) = ranges.edge_warnings(t, space, "objective")
     assert "largest value tried" in w and "add larger values" in w
     t = _trials(**{"train.lr": [0.01, 0.1]})
-    assert an.edge_warnings(t, space, "objective") == []
+    assert ranges.edge_warnings(t, space, "objective") == []
 
 
-def test_numeric_range_parsing() -> None:
-    assert an.numeric_range({"loguniform": [1e-4, 0.1]}) == an.NumericRange(1e-4, 0.1, True)
-    assert an.numeric_range({"int": [8, 512], "log": True}).log is True
-    assert an.numeric_range({"uniform": [0, 1]}).log is False
-    assert an.numeric_range({"choice": ["a", "b"]}) is None
-    assert an.numeric_range({"choice": [1, 2]}) is None  # two values: always "at an edge"
-    assert an.numeric_range("nonsense") is None
+def test_numeric_range_from_distributions() -> None:
+    # Rule: float/int distributions give their bounds and log flag; a categorical counts only
+    # with 3+ distinct numbers (log when they span two decades); anything else has no range.
+    rng = ranges.numeric_range(FloatDistribution(1e-4, 0.1, log=True))
+    assert rng == ranges.NumericRange(1e-4, 0.1, True)
+    assert ranges.numeric_range(IntDistribution(8, 512, log=True)).log is True
+    assert ranges.numeric_range(FloatDistribution(0, 1)).log is False
+    assert ranges.numeric_range(CategoricalDistribution(["a", "b"])) is None
+    assert ranges.numeric_range(CategoricalDistribution([1, 2])) is None  # always "at an edge"
+    grid = ranges.numeric_range(CategoricalDistribution([0.001, 0.01, 0.1]))
+    assert grid.log is True and grid.discrete_values == (0.001, 0.01, 0.1)
+    assert ranges.numeric_range(None) is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,24 +261,24 @@ def test_numeric_range_parsing() -> None:
 
 def test_verdict_lower_rule() -> None:
     # Holds: ranges apart and means > 5% apart.
-    assert an.verdict_lower([1.0, 1.1, 1.2], [2.0, 2.1, 2.2]) == an.HOLDS
+    assert claims.verdict_lower([1.0, 1.1, 1.2], [2.0, 2.1, 2.2]) == claims.HOLDS
     # Does not hold: the same the other way round.
-    assert an.verdict_lower([2.0, 2.1], [1.0, 1.1]) == an.DOES_NOT_HOLD
+    assert claims.verdict_lower([2.0, 2.1], [1.0, 1.1]) == claims.DOES_NOT_HOLD
     # Unclear: overlapping ranges, even though the means differ.
-    assert an.verdict_lower([1.0, 2.5], [2.0, 3.0]) == an.UNCLEAR
+    assert claims.verdict_lower([1.0, 2.5], [2.0, 3.0]) == claims.UNCLEAR
     # Unclear: ranges apart but a gap under 5% (one seed each, 1% apart).
-    assert an.verdict_lower([1.00], [1.01]) == an.UNCLEAR
+    assert claims.verdict_lower([1.00], [1.01]) == claims.UNCLEAR
     # A diverged run is +inf: finite beats diverged, diverged vs diverged is unclear.
-    assert an.verdict_lower([1.0], [math.inf]) == an.HOLDS
-    assert an.verdict_lower([math.inf], [math.inf]) == an.UNCLEAR
+    assert claims.verdict_lower([1.0], [math.inf]) == claims.HOLDS
+    assert claims.verdict_lower([math.inf], [math.inf]) == claims.UNCLEAR
     # No data on one side: unclear.
-    assert an.verdict_lower([], [1.0]) == an.UNCLEAR
+    assert claims.verdict_lower([], [1.0]) == claims.UNCLEAR
 
 
 def test_combine_verdicts() -> None:
-    assert an.combine_verdicts([an.HOLDS, an.HOLDS]) == an.HOLDS
-    assert an.combine_verdicts([an.HOLDS, an.UNCLEAR]) == an.UNCLEAR
-    assert an.combine_verdicts([an.HOLDS, an.DOES_NOT_HOLD]) == an.DOES_NOT_HOLD
+    assert claims.combine_verdicts([claims.HOLDS, claims.HOLDS]) == claims.HOLDS
+    assert claims.combine_verdicts([claims.HOLDS, claims.UNCLEAR]) == claims.UNCLEAR
+    assert claims.combine_verdicts([claims.HOLDS, claims.DOES_NOT_HOLD]) == claims.DOES_NOT_HOLD
 
 
 def test_rank_settings_pools_seeds_of_a_case() -> None:
@@ -280,7 +292,7 @@ def test_rank_settings_pools_seeds_of_a_case() -> None:
             "objective": [0.5, 0.7, 0.2, math.inf, float("nan")],
         }
     )
-    r = an.rank_settings(t)
+    r = measures.rank_settings(t)
     assert r["setting"].tolist() == ["adam", "sgd"]  # the errored case has no finished trial
     assert r.loc[0, "mean"] == pytest.approx(0.6) and r.loc[0, "n"] == 2
     assert r.loc[1, "mean"] == math.inf
@@ -297,14 +309,14 @@ def test_rank_settings_groups_configs_without_cases() -> None:
             "objective": [0.3, 0.5, 0.35],
         }
     )
-    r = an.rank_settings(t)
+    r = measures.rank_settings(t)
     assert r["setting"].tolist() == ["z", "x"]
     assert r.loc[1, "n"] == 2 and r.loc[1, "config"] == "train.lr=0.01"
 
 
 def test_fmt_spread() -> None:
-    assert an.fmt_spread([1.0, 2.0, 3.0]) == "2 [1-3]"
-    assert an.fmt_spread([0.5]) == "0.5"
-    assert an.fmt_spread([2.0, 2.0]) == "2"
-    assert an.fmt_spread([]) == "-"
-    assert an.fmt_spread([1.0, math.inf]) == "inf [1-inf]"
+    assert text.fmt_spread([1.0, 2.0, 3.0]) == "2 [1-3]"
+    assert text.fmt_spread([0.5]) == "0.5"
+    assert text.fmt_spread([2.0, 2.0]) == "2"
+    assert text.fmt_spread([]) == "-"
+    assert text.fmt_spread([1.0, math.inf]) == "inf [1-inf]"

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tuner import analysis as an
 from tuner import report
+from tuner.report import claims as cl
 
 EPOCHS = 60
 SEEDS = (0, 1, 2)
@@ -108,6 +108,14 @@ def write_study(path: Path, trials: list[dict], epochs: list[dict], meta: dict) 
     return path
 
 
+def _case_entry(name: str, c: Curve) -> dict:
+    """The space file's entry of one named case: the keys it sets."""
+    entry = {"name": name, "train.optimizer": c.optimizer, "train.clip.mode": c.clip}
+    if c.schedule:
+        entry["train.schedule.chunks"] = list(SCHEDULE)
+    return entry
+
+
 def ablation_study(path: Path, curves: dict[str, Curve], target_loss: float | None = None) -> Path:
     """An ablation study folder: every case in ``curves`` x SEEDS, with a ``case`` column."""
     trials, epochs = [], []
@@ -126,7 +134,7 @@ def ablation_study(path: Path, curves: dict[str, Curve], target_loss: float | No
                 "seed": seed,
             }
             trials.append(_trial_row(tid, rows, extra))
-    search = {"metric": "objective", "mode": "min", "num_samples": 1}
+    search = {"algorithm": "grid", "metric": "train_loss", "mode": "min", "num_samples": 1}
     if target_loss is not None:
         search["target_loss"] = target_loss
     meta = {
@@ -134,7 +142,8 @@ def ablation_study(path: Path, curves: dict[str, Curve], target_loss: float | No
         "data": {"preset": "two-modes"},
         "model": {"lstm_units": 64},
         "train": {"max_epochs": EPOCHS},
-        "space": {"case": {"grid": list(curves)}, "train.seed": {"grid": list(SEEDS)}},
+        "space": {"case": {"grid": [_case_entry(n, c) for n, c in curves.items()]},
+                  "train.seed": {"grid": list(SEEDS)}},
         "search": search,
         "command": f"python -m tuner.search search_spaces/ablation.yaml --name {path.name}",
         "versions": {"torch": "2.5.0", "ray": "2.60.0", "optuna": "5.0.0"},
@@ -206,7 +215,7 @@ def _image_links(text: str) -> list[str]:
 def _verdicts(path: Path) -> dict[str, str]:
     """Claim -> verdict, recomputed from the folder's files with the report's own reader."""
     study = report.load_study(path)
-    claims = an.claims_table(study.trials, study.epochs)
+    claims = cl.claims_table(study.trials, study.epochs)
     return dict(zip(claims["claim"], claims["verdict"], strict=True))
 
 
@@ -262,7 +271,7 @@ def test_claims_hold_when_curves_say_so(holding: Path) -> None:
     verdicts = _verdicts(holding)
     assert len(verdicts) == 12
     # Rule: every claim's difference is beyond the seed spread in the claimed direction.
-    assert verdicts == {claim: an.HOLDS for claim in verdicts}
+    assert verdicts == {claim: cl.HOLDS for claim in verdicts}
     text = (holding / "report.md").read_text()
     assert "12 holds, 0 does not hold, 0 unclear" in text
 
@@ -270,7 +279,7 @@ def test_claims_hold_when_curves_say_so(holding: Path) -> None:
 def test_claims_do_not_hold_when_curves_contradict(failing: Path) -> None:
     verdicts = _verdicts(failing)
     # Rule: SGD beating Adam, clipping adding spikes, etc. -> "does not hold", each one.
-    assert verdicts == {claim: an.DOES_NOT_HOLD for claim in verdicts}
+    assert verdicts == {claim: cl.DOES_NOT_HOLD for claim in verdicts}
     report.make_report(failing)
     text = (failing / "report.md").read_text()
     assert "0 holds, 12 does not hold, 0 unclear" in text
@@ -293,12 +302,12 @@ def test_missing_cases_make_claims_unclear(tmp_path: Path) -> None:
     # Rule: a claim whose cases were not run is "unclear (case missing)", naming the case.
     path = ablation_study(tmp_path / "partial", {k: HOLDING[k] for k in ("sgd", "adam")})
     study = report.load_study(path)
-    claims = an.claims_table(study.trials, study.epochs).set_index("claim")
-    assert claims.loc["1b. Adam beats SGD", "verdict"] == an.HOLDS
-    assert claims.loc["1a. RMSprop beats SGD", "verdict"] == an.CASE_MISSING
+    claims = cl.claims_table(study.trials, study.epochs).set_index("claim")
+    assert claims.loc["1b. Adam beats SGD", "verdict"] == cl.HOLDS
+    assert claims.loc["1a. RMSprop beats SGD", "verdict"] == cl.CASE_MISSING
     assert claims.loc["1a. RMSprop beats SGD", "measured"] == "case missing: rmsprop"
     most = "4. Adam + clipping + schedule is the most efficient of all"
-    assert claims.loc[most, "verdict"] == an.CASE_MISSING
+    assert claims.loc[most, "verdict"] == cl.CASE_MISSING
 
 
 def test_overlapping_seeds_make_claims_unclear(tmp_path: Path) -> None:
@@ -309,7 +318,7 @@ def test_overlapping_seeds_make_claims_unclear(tmp_path: Path) -> None:
     bad = epochs["trial_id"] == "adam_s2"
     epochs.loc[bad, "loss"] = epochs.loc[bad, "loss"] * 10
     epochs.to_csv(path / "epochs.csv", index=False)
-    assert _verdicts(path)["1b. Adam beats SGD"] == an.UNCLEAR
+    assert _verdicts(path)["1b. Adam beats SGD"] == cl.UNCLEAR
 
 
 def test_target_loss_from_study_yaml_is_used(tmp_path: Path) -> None:
@@ -334,11 +343,11 @@ SEARCH_SPACE = {
     "train.optimizer": {"choice": ["sgd", "rmsprop", "adam"]},
     "train.lr": {"loguniform": [1e-4, 0.1]},
     "train.clip.mode": {"choice": ["none", "norm"]},
-    "train.clip.threshold": {"uniform": [0.5, 5.0], "if": "train.clip.mode == 'norm'"},
+    "train.clip.threshold": {"uniform": [0.5, 5.0], "if": {"train.clip.mode": ["norm"]}},
 }
 
 
-def plain_study(path: Path, n: int = 16, with_db: bool = False) -> Path:
+def plain_study(path: Path, n: int = 16) -> Path:
     """A random search where lower loss comes with larger lr, so the best lr (0.098) sits at the
     upper edge of [1e-4, 0.1]; three sgd trials at large lr diverge and one errors."""
     rng = np.random.default_rng(0)
@@ -379,41 +388,16 @@ def plain_study(path: Path, n: int = 16, with_db: bool = False) -> Path:
     meta = {
         "name": path.name,
         "space": SEARCH_SPACE,
-        "search": {"metric": "objective", "mode": "min", "num_samples": n},
+        "search": {"algorithm": "random", "metric": "train_loss", "mode": "min", "num_samples": n},
         "command": f"python -m tuner.search search_spaces/lr.yaml --name {path.name}",
     }
-    write_study(path, trials, epochs, meta)
-    if with_db:
-        _write_optuna_db(path, trials)
-    return path
-
-
-def _write_optuna_db(path: Path, trials: list[dict]) -> None:
-    """An Optuna SQLite storage holding the finished trials (unconditional keys only)."""
-    import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=path.name, storage=f"sqlite:///{path / 'optuna.db'}")
-    dists = {
-        "train.lr": FloatDistribution(1e-4, 0.1, log=True),
-        "train.optimizer": CategoricalDistribution(["sgd", "rmsprop", "adam"]),
-    }
-    for t in trials:
-        if t["status"] != "completed":
-            continue
-        params = {"train.lr": float(t["train.lr"]), "train.optimizer": t["train.optimizer"]}
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=params, distributions=dists, value=float(t["objective"])
-            )
-        )
+    return write_study(path, trials, epochs, meta)
 
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A plain search folder with an optuna.db, reported once."""
-    path = plain_study(tmp_path_factory.mktemp("plain") / "lr-search", n=16, with_db=True)
+    """A plain search folder (no optuna.db), reported once."""
+    path = plain_study(tmp_path_factory.mktemp("plain") / "lr-search", n=16)
     report.make_report(path)
     return path
 
@@ -447,30 +431,90 @@ def test_plain_search_report(plain: Path) -> None:
     assert "python -m tuner.search search_spaces/lr.yaml --name lr-search" in text
 
 
-def test_plain_search_importance_from_optuna_db(plain: Path) -> None:
+def test_plain_search_importance_from_trials_csv(plain: Path) -> None:
     text = (plain / "report.md").read_text()
-    # Rule: >= 10 completed trials in optuna.db -> an importance table and plot.
+    # Rule: importance comes from trials.csv (this study has no optuna.db), names its evaluator
+    # (fANOVA: scikit-learn is installed with the test extra) and links its plot.
+    assert not (plain / "optuna.db").exists()
     section = text.split(report.H_IMPORTANCE)[1]
-    assert "| train.lr |" in section and "plots/importance.png" in section
+    assert "Evaluator: **fANOVA**" in section
+    assert "| train.lr |" in section and "| train.optimizer |" in section
+    assert "plots/importance.png" in section
+    # Rule: the wrong wording is gone: no "fANOVA" claim for an optuna.db that was never read.
+    assert "optuna.db" not in section
 
 
-def test_importance_skipped_with_few_trials_or_no_db(tmp_path: Path) -> None:
-    # Rule: fewer than 10 completed trials -> skipped gracefully, with the count.
-    few = report.load_study(plain_study(tmp_path / "few", n=8, with_db=True))
+def _lever_study(path: Path) -> Path:
+    """A case grid of optimizer x clip mode x 3 seeds whose loss depends on the optimizer only
+    (adam 0.1, sgd 1.0, rmsprop 0.5, 1% seed noise); one adam run diverged."""
+    trials, cases = [], []
+    levels = {"sgd": 1.0, "rmsprop": 0.5, "adam": 0.1}
+    for opt, level in levels.items():
+        for clip in ("none", "norm"):
+            name = f"{opt}-{clip}"
+            cases.append({"name": name, "train.optimizer": opt, "train.clip.mode": clip})
+            for seed in SEEDS:
+                div = name == "adam-norm" and seed == 2
+                trials.append({"trial_id": f"{name}_s{seed}",
+                               "status": "diverged" if div else "completed", "case": name,
+                               "train.seed": seed,
+                               "objective": math.inf if div else level * (1 + 0.01 * seed)})
+    meta = {"name": path.name, "space": {"case": {"grid": cases}, "train.seed": {"grid": [0, 1, 2]}},
+            "search": {"algorithm": "grid", "metric": "train_loss"}}
+    return write_study(path, trials, [], meta)
+
+
+def test_importance_of_a_case_grid_is_over_its_levers(tmp_path: Path) -> None:
+    study = report.load_study(_lever_study(tmp_path / "levers"))
+    imp, why = report.parameter_importance(study)
+    # Rule: a case grid is described by the keys its cases set (not by case names, not seeds),
+    # and the lever that drives the loss (the optimizer) comes out on top.
+    assert imp is not None and imp.evaluator == "fANOVA" and "fANOVA" in why
+    assert set(imp.values.index) == {"train.optimizer", "train.clip.mode"}
+    assert imp.values.idxmax() == "train.optimizer"
+    assert imp.values["train.optimizer"] > 0.8
+    # Rule: the diverged trial counts, with the worst finite objective (not dropped, not inf).
+    assert imp.n_trials == 18
+
+
+def test_importance_without_scikit_learn_uses_ped_anova(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rule: no scikit-learn -> PED-ANOVA, and the report says so.
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # makes `import sklearn` fail
+    path = plain_study(tmp_path / "ped", n=16)
+    imp, why = report.parameter_importance(report.load_study(path))
+    assert imp is not None and imp.evaluator == "PED-ANOVA" and "PED-ANOVA" in why
+    assert "train.lr" in imp.values.index
+    text = report.make_report(path).read_text()
+    assert "Evaluator: **PED-ANOVA**" in text.split(report.H_IMPORTANCE)[1]
+
+
+def test_importance_skipped_with_few_trials_or_no_space(tmp_path: Path) -> None:
+    # Rule: fewer than 10 finished trials -> skipped gracefully, with the count.
+    few = report.load_study(plain_study(tmp_path / "few", n=8))
     importance, why = report.parameter_importance(few)
-    assert importance is None and "completed trials in optuna.db (10 needed)" in why
-    # Rule: no optuna.db -> skipped, with the reason.
-    (tmp_path / "few" / "optuna.db").unlink()
+    assert importance is None and "Only 8 finished trials (10 needed)" in why
+    # Rule: no space in study.yaml -> no distributions -> skipped, with the reason.
+    meta = yaml.safe_load((tmp_path / "few" / "study.yaml").read_text())
+    del meta["space"]
+    (tmp_path / "few" / "study.yaml").write_text(yaml.safe_dump(meta))
     importance, why = report.parameter_importance(report.load_study(tmp_path / "few"))
-    assert importance is None and "No optuna.db in the study folder" in why
+    assert importance is None and "No searched hyperparameters" in why
 
 
-def test_importance_failure_is_a_sentence(tmp_path: Path) -> None:
-    # Rule: a storage Optuna cannot read (here: not a database) is reported, not raised.
-    path = plain_study(tmp_path / "broken", n=4)
-    (path / "optuna.db").write_text("not sqlite")
-    importance, why = report.parameter_importance(report.load_study(path))
-    assert importance is None and why.startswith("Parameter importance could not be computed")
+def test_unreadable_space_is_a_note(tmp_path: Path) -> None:
+    # Rule: a study.yaml whose space the space loader refuses (a key the format does not have)
+    # is reported as a note; the report is still written, without ranges or importance.
+    path = plain_study(tmp_path / "odd", n=12)
+    meta = yaml.safe_load((path / "study.yaml").read_text())
+    meta["space"]["train.lr"] = {"lower": 1e-4, "upper": 0.1}
+    (path / "study.yaml").write_text(yaml.safe_dump(meta))
+    text = report.make_report(path).read_text()
+    assert "the space in study.yaml cannot be read" in text
+    assert "near the upper edge" not in text
 
 
 def _bare_study(path: Path) -> Path:
@@ -515,6 +559,37 @@ def test_cli_missing_trials_csv_exits_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert report.main([str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "trials.csv" in err
+
+
+def test_cli_unwritable_out_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rule: --out where nothing can be written (here: below a regular file) -> one line, exit 2,
+    # no traceback, and the study folder is left as it was.
+    path = _bare_study(tmp_path / "cli")
+    (tmp_path / "a-file").write_text("x")
+    before = sorted(p.name for p in path.iterdir())
+    assert report.main([str(path), "--out", str(tmp_path / "a-file" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write the report" in err and "Traceback" not in err
+    assert sorted(p.name for p in path.iterdir()) == before
+
+
+def test_cli_table_without_objective_names_the_missing_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rule: a trials.csv with three finished trials but no column to rank them by is an error
+    # naming that column (exit 2), never a report saying "no trial has finished".
+    path = tmp_path / "cols"
+    path.mkdir()
+    pd.DataFrame({"trial_id": ["a", "b", "c"], "status": ["completed"] * 3}).to_csv(
+        path / "trials.csv", index=False
+    )
+    assert report.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing the column objective" in err
+    assert "trial_id, status" in err
+    assert not (path / "report.md").exists()
 
 
 def test_cli_writes_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

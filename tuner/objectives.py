@@ -1,11 +1,13 @@
 """The values a search can minimise, computed from the per-epoch records of one run.
 
 They are "running" values: after every epoch the value so far is reported, so schedulers such as
-ASHA compare trials mid-run by the same measure the searcher optimises at the end.
+ASHA compare trials mid-run by the same measure the searcher optimises at the end. The measures
+and the rule for a diverged run (every measure is +inf) live in `tuner.core.metrics`; this
+module only picks one by name, so Ray workers import nothing from the report layer.
 
 Every training-side objective uses `train_loss`, the end-of-epoch loss of the model on the
 training steps in eval mode, because it compares across chunk counts N (the running loss does
-not; see `tuner.core.train.EPOCH_COLUMNS`). That includes `auc` and `time_to_target`: they
+not; see `tuner.core.metrics.EPOCH_COLUMNS`). That includes `auc` and `time_to_target`: they
 measure how fast a setting fits its training data, as the article did; for how well it
 predicts unseen data use `val_loss` or `best_val_loss`.
 """
@@ -13,9 +15,10 @@ predicts unseen data use `val_loss` or `best_val_loss`.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from tuner.analysis import auc, time_to_target
+from tuner.core import metrics
 
 OBJECTIVES = ("train_loss", "best_train_loss", "val_loss", "best_val_loss", "auc",
               "time_to_target")
@@ -32,38 +35,43 @@ def renamed_hint(metric: str) -> str:
             "for held-out data use 'val_loss' or 'best_val_loss'") if new else ""
 
 
+def _held_out(metric: str, records: Sequence[dict[str, Any]]) -> float:
+    """val_loss: the last epoch's; best_val_loss: the best epoch's (the model early stopping
+    keeps; the lowest val_loss unless early_stopping.min_delta > 0). +inf when missing."""
+    last = records[-1]
+    if metric == "best_val_loss" and "best_val_loss" in last:
+        value = float(last["best_val_loss"])
+    elif metric == "best_val_loss":
+        value = min((float(r.get("val_loss", math.inf)) for r in records), default=math.inf)
+    else:
+        value = float(last.get("val_loss", math.nan))
+    return value if math.isfinite(value) else math.inf
+
+
 def running_objective(metric: str, records: Sequence[dict[str, Any]], target_loss: float | None,
                       target_unit: str = "seconds") -> float:
     """The objective after the last of `records` (+inf when the run diverged or never got there).
 
     train_loss: last epoch's train_loss; best_train_loss: lowest so far; val_loss: last held-out
-    loss; best_val_loss: the best epoch's held-out loss
-    (the record's `best_val_loss`, else the lowest so far); auc: mean train_loss over the epochs so far
-    (area under the curve, the article's "how fast"); time_to_target: seconds (or time steps)
-    until train_loss first reached `target_loss`."""
+    loss; best_val_loss: the best epoch's held-out loss; auc: mean train_loss over the epochs so
+    far (area under the curve, the article's "how fast"); time_to_target: seconds (or time
+    steps) until train_loss first reached `target_loss`."""
     if not records:
         return math.inf
     losses = [float(r["train_loss"]) for r in records]
-    if not math.isfinite(losses[-1]):
+    if metrics.diverged(losses):
         return math.inf
     if metric == "train_loss":
-        return losses[-1]
+        return metrics.final_loss(losses)
     if metric == "best_train_loss":
-        return min(losses)
-    if metric == "best_val_loss" and "best_val_loss" in records[-1]:
-        # The best epoch's own loss (the model early stopping keeps), which differs from the
-        # lowest val_loss only when early_stopping.min_delta > 0.
-        value = float(records[-1]["best_val_loss"])
-        return value if math.isfinite(value) else math.inf
+        return metrics.best_loss(losses)
     if metric in HELD_OUT_OBJECTIVES:
-        vals = [float(r.get("val_loss", math.nan)) for r in records]
-        vals = vals[-1:] if metric == "val_loss" else vals
-        finite = [v for v in vals if math.isfinite(v)]
-        return min(finite) if finite else math.inf
+        return _held_out(metric, records)
     if metric == "auc":
-        return float(auc(losses))
+        return metrics.auc(losses)
     if metric == "time_to_target":
         axis = "train_time_s" if target_unit == "seconds" else "timesteps"
-        return float(time_to_target([float(r[axis]) for r in records], losses, float(target_loss)))
-    hint = renamed_hint(metric)
-    raise ValueError(hint or f"unknown objective {metric!r}; allowed: {', '.join(OBJECTIVES)}")
+        return metrics.time_to_target([float(r[axis]) for r in records], losses,
+                                      float(target_loss))
+    raise ValueError(renamed_hint(metric)
+                     or f"unknown objective {metric!r}; allowed: {', '.join(OBJECTIVES)}")

@@ -3,89 +3,51 @@
 Tables are rebuilt from what Tune wrote to disk (each trial's `result.json`, `error.txt`), never
 from live Ray objects, so they can be made again after a crash, and they are de-duplicated on
 (trial, epoch): after a hard kill and a restore, Tune re-runs the epochs since its last snapshot.
-Every file is written atomically (temporary file, then rename), so a reader never sees half a CSV.
+Every file is written atomically (`tuner.core.atomic`), so a reader never sees half a CSV; the
+loss columns follow `tuner.core.metrics` (a diverged trial's loss columns and auc are inf).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import math
-import os
-import tempfile
-import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
-from tuner.core.train import EPOCH_COLUMNS
+from tuner.core import metrics
+from tuner.core.atomic import STALE_TEMP_S, atomic_write_bytes, atomic_write_text
+from tuner.core.metrics import EPOCH_COLUMNS
+
+__all__ = [
+    "STALE_TEMP_S",
+    "atomic_write_bytes",
+    "atomic_write_csv",
+    "atomic_write_text",
+    "atomic_write_yaml",
+    "load_tables",
+    "read_logs",
+    "tables",
+    "write_tables",
+]
 
 RAY_DIR = "ray"
 """Tune's storage folder inside a study folder; one experiment per run of the search."""
 TRIAL_COLUMNS = ("trial_id", "experiment", "status", "seed", "objective", "train_loss",
                  "best_train_loss", "val_loss", "best_val_loss", "best_epoch", "auc", "epochs",
-                 "timesteps", "seconds", "diverged_epoch", "error")
+                 "timesteps", "seconds", "diverged_epoch", "node", "device", "error")
 """trials.csv columns; the searched keys are inserted after `status`. `train_loss` and
-`val_loss` are the last epoch's (see tuner.core.train.EPOCH_COLUMNS), `best_*` the lowest of the
-run (`best_val_loss`: the best epoch's, see EPOCH_COLUMNS), `best_epoch` the epoch of the best
-model (lowest val_loss, else lowest train_loss), `auc` the mean train_loss."""
-STATUSES = ("completed", "early_stopped", "diverged", "error", "running", "pending",
-            "interrupted")
-"""`early_stopped`: ended before max_epochs by the scheduler (ASHA, ...) or by the run's own
-train.early_stopping; `interrupted`: the search stopped (Ctrl-C, a killed driver) mid-trial;
---resume goes on."""
-
-
-STALE_TEMP_S = 600.0
-"""A temporary file of `atomic_write_text` older than this was left by a killed writer."""
-
-
-def _umask() -> int:
-    """The process umask, read without setting it (os.umask would race other threads)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Delete temporaries of `path` that a killed writer left (SIGKILL runs no cleanup).
-
-    Only old ones: a live writer's temporary exists for the seconds of one write."""
-    now = time.time()
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        try:
-            if now - tmp.stat().st_mtime > STALE_TEMP_S:
-                tmp.unlink()
-        except OSError:
-            continue
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that `path` always holds either the old or the new whole file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+`val_loss` are the last epoch's (see tuner.core.metrics.EPOCH_COLUMNS), `best_train_loss` the
+lowest train_loss, `best_val_loss` the best epoch's held-out loss, `best_epoch` the epoch of the
+best model (lowest val_loss, else lowest train_loss), `auc` the mean train_loss. `node`: the IP
+of the Ray node the trial ran on; `device`: `cpu` or e.g. `cuda:0 (NVIDIA H200)` (empty when a
+trial failed before its first epoch). `status` `early_stopped`: ended before max_epochs by the
+scheduler (ASHA, ...) or by the run's own train.early_stopping."""
 
 
 def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
@@ -185,12 +147,17 @@ def _searched_value(log: TrialLog, key: str) -> Any:
     return ",".join(map(str, value)) if isinstance(value, list) else value
 
 
-def _best_val_loss(last: dict[str, Any] | None, finite_val: pd.Series) -> float:
-    """The best epoch's held-out loss as the run reported it, else the lowest one."""
-    value = last.get("best_val_loss") if last else None
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    return float(finite_val.min()) if len(finite_val) else math.nan
+def _held_out(last: dict[str, Any] | None, losses: np.ndarray, vals: np.ndarray) -> dict:
+    """{val_loss, best_val_loss}: NaN without a hold-out, +inf for a diverged run (the rule of
+    `tuner.core.metrics`), else the last one and the best epoch's as the run reported it."""
+    if not (~np.isnan(vals)).any():
+        return {"val_loss": math.nan, "best_val_loss": math.nan}
+    if metrics.diverged(losses):
+        return {"val_loss": math.inf, "best_val_loss": math.inf}
+    best = last.get("best_val_loss") if last else None
+    if not (isinstance(best, (int, float)) and math.isfinite(best)):
+        best = metrics.best_loss(vals[np.isfinite(vals)])
+    return {"val_loss": metrics.final_loss(vals), "best_val_loss": float(best)}
 
 
 def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -207,10 +174,8 @@ def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame,
         epochs.insert(0, "trial_id", log.trial_id)
         epoch_frames.append(epochs)
         last = results[-1] if results else None
-        losses = epochs["train_loss"].astype(float)
-        finite = losses[losses.map(math.isfinite)]
-        vals = epochs["val_loss"].astype(float)
-        finite_val = vals[vals.map(math.isfinite)]
+        losses = epochs["train_loss"].to_numpy(dtype=float)
+        vals = epochs["val_loss"].to_numpy(dtype=float)
         ended_itself = bool(last and (last.get("finished") or last.get("diverged")))
         row: dict[str, Any] = {"trial_id": log.trial_id, "experiment": log.experiment,
                                "status": _status(last, log.error, log.live)}
@@ -218,16 +183,17 @@ def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame,
         row.update(
             seed=last.get("seed") if last else None,
             objective=last.get("objective", math.nan) if last else math.nan,
-            train_loss=float(losses.iloc[-1]) if len(losses) else math.nan,
-            best_train_loss=float(finite.min()) if len(finite) else math.nan,
-            val_loss=float(vals.iloc[-1]) if len(vals) else math.nan,
-            best_val_loss=_best_val_loss(last, finite_val),
+            train_loss=metrics.final_loss(losses),
+            best_train_loss=metrics.best_loss(losses),
+            **_held_out(last, losses, vals),
             best_epoch=int(last["best_epoch"]) if last and last.get("best_epoch") else None,
-            auc=float(finite.mean()) if len(finite) else math.nan,
+            auc=metrics.auc(losses),
             epochs=int(epochs["epoch"].max()) if len(epochs) else 0,
             timesteps=int(last["timesteps"]) if last else 0,
             seconds=float(last["train_time_s"]) if last else 0.0,
             diverged_epoch=int(last["epoch"]) if last and last.get("diverged") else None,
+            node=last.get("node", "") if last else "",
+            device=last.get("device", "") if last else "",
             error="" if ended_itself else log.error,
         )
         trial_rows.append(row)

@@ -57,12 +57,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dashboard-host", default="127.0.0.1")
     p.add_argument("--dashboard-port", type=int, default=8265)
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--num-gpus", type=int, help="GPUs of the local Ray instance (default: those "
+                   "it finds; any number, e.g. logical GPUs on a CPU machine for tests)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study")
     p.add_argument("--extend", type=int, metavar="N", help="run N more trials on a finished study")
     p.add_argument("--smoke", action="store_true", help="tiny data and budget (about a minute)")
     p.add_argument("--no-report", action="store_true", help="skip report.md at the end")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. data.length=4000")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.num_gpus is not None and (args.address or args.num_gpus < 0):
+        with_address = " with --address (the cluster says what GPUs it has)" if args.address else ""
+        p.error(f"--num-gpus: got {args.num_gpus}{with_address}; allowed: an integer >= 0, "
+                "local Ray only")
+    return args
 
 
 @dataclass(frozen=True)
@@ -186,7 +193,8 @@ def start_ray(args: argparse.Namespace) -> tuple[str | None, bool]:
     if args.address:
         ctx = ray.init(address=args.address)
         return ctx.dashboard_url or None, True
-    ctx = ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=args.dashboard,
+    ctx = ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                   include_dashboard=args.dashboard,
                    dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
     return (ctx.dashboard_url if args.dashboard else None), True
 

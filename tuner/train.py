@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.core import config as config_mod
+from tuner.core.atomic import atomic_write_text
 from tuner.core.baselines import describe, reference
 from tuner.core.config import ConfigError
 from tuner.core.data import prepare
@@ -63,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     result = fit(config, lambda r, s: print(_progress_line(r, config.train.max_epochs), flush=True),
                  data=data)
     frame = pd.DataFrame(result.records, columns=list(EPOCH_COLUMNS))
-    tmp = out / "epochs.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    tmp.replace(out / "epochs.csv")
+    atomic_write_text(out / "epochs.csv", frame.to_csv(index=False))
     save_checkpoint(result.state, out / "model.pt")
     written = [out / "epochs.csv", out / "model.pt"]
     if args.save_best and result.state.best_model is not None:

@@ -20,12 +20,14 @@ from typing import Any
 
 import torch
 from ray import tune
+from ray.util import get_node_ip_address
 
 from tuner.core.config import Config, DataConfig
 from tuner.core.data import Prepared, prepare
 from tuner.objectives import running_objective
 from tuner.space import SpaceFile, resolve
-from tuner.core.train import TrainingState, fit, load_checkpoint, save_checkpoint
+from tuner.core.train import (TrainingState, fit, load_checkpoint, resolve_device,
+                              save_checkpoint)
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -36,13 +38,19 @@ def _prepared(data: DataConfig, device: str) -> Prepared:
     return prepare(data, device=device)
 
 
-def _placed(config: Config) -> Config:
-    """Threads = this trial's CPU share; CUDA when Ray assigned it a GPU, else the CPU."""
+def _placed(config: Config) -> tuple[Config, dict[str, str]]:
+    """Threads = this trial's CPU share; the device from `train.device` and whether Ray gave the
+    trial a GPU (`resolve_device`: no silent CPU fallback). Also where it runs: {node, device}."""
     resources = tune.get_context().get_trial_resources().required_resources
     threads = max(1, int(resources.get("CPU", 1)))
-    device = "cuda" if resources.get("GPU", 0) > 0 and torch.cuda.is_available() else "cpu"
-    train = dataclasses.replace(config.train, threads=threads, device=device)
-    return dataclasses.replace(config, train=train)
+    device = resolve_device(config.train.device, gpu=resources.get("GPU", 0) > 0)
+    train = dataclasses.replace(config.train, threads=threads, device=device.type)
+    label = "cpu"
+    if device.type == "cuda":
+        index = torch.cuda.current_device()
+        label = f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    where = {"node": get_node_ip_address(), "device": label}
+    return dataclasses.replace(config, train=train), where
 
 
 def _restore() -> dict[str, Any] | None:
@@ -58,7 +66,7 @@ def run_trial(params: dict[str, Any], spec: SpaceFile) -> None:
     for name in ("ray.train", "ray.tune"):  # one line per checkpoint drowns the trial table
         logging.getLogger(name).setLevel(logging.WARNING)
     config, used = resolve(spec, params)
-    config = _placed(config)
+    config, where = _placed(config)
     search = spec.search
     data = _prepared(config.data, config.train.device)
     max_epochs = config.train.max_epochs
@@ -77,6 +85,7 @@ def run_trial(params: dict[str, Any], spec: SpaceFile) -> None:
             max_epochs=max_epochs, target_std=data.target_std, seed=config.train.seed,
             params=used,
         )
+        metrics.update(where)
         reported.append(record["epoch"])
         if finished or state.epoch % search.checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as folder:

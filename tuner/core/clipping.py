@@ -43,9 +43,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import torch
+from torch.nn.utils import clip_grad_value_, clip_grads_with_norm_, get_total_norm
 
 from tuner.core.config import ClipConfig
 
@@ -60,38 +62,18 @@ class ClipStat(NamedTuple):
     clipped: bool
 
 
-def _grads(params: Iterable[torch.nn.Parameter]) -> list[torch.Tensor]:
-    """The gradients that exist and hold elements (None and empty ones contribute nothing)."""
-    return [p.grad for p in params if p.grad is not None and p.grad.numel() > 0]
+def _with_grads(params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+    """The parameters whose gradient exists and holds elements (others contribute nothing)."""
+    return [p for p in params if p.grad is not None and p.grad.numel() > 0]
 
 
-def _tensor_norms(grads: list[torch.Tensor], order: float = 2.0) -> torch.Tensor:
-    """1-D tensor of each gradient's `order`-norm, computed in one fused call when available."""
-    if hasattr(torch, "_foreach_norm"):
-        norms = torch._foreach_norm(grads, order)
-    else:  # pragma: no cover - torch without foreach kernels
-        norms = [torch.linalg.vector_norm(g, order) for g in grads]
-    return torch.stack(list(norms))
+def _grads(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+    return [p.grad for p in params]
 
 
-def _scale_(grads: list[torch.Tensor], coef: float | list[torch.Tensor]) -> None:
-    """Multiply gradients in place by one scalar or by one 0-dim tensor per gradient."""
-    if hasattr(torch, "_foreach_mul_"):
-        torch._foreach_mul_(grads, coef)
-    else:  # pragma: no cover - torch without foreach kernels
-        coefs = coef if isinstance(coef, list) else [coef] * len(grads)
-        for g, c in zip(grads, coefs):
-            g.mul_(c)
-
-
-def _clamp_(grads: list[torch.Tensor], bound: float) -> None:
-    """Clamp every gradient element to [-bound, bound] in place."""
-    if hasattr(torch, "_foreach_clamp_max_") and hasattr(torch, "_foreach_clamp_min_"):
-        torch._foreach_clamp_max_(grads, bound)
-        torch._foreach_clamp_min_(grads, -bound)
-    else:  # pragma: no cover - torch without foreach kernels
-        for g in grads:
-            g.clamp_(-bound, bound)
+def _tensor_norms(grads: list[torch.Tensor]) -> torch.Tensor:
+    """1-D tensor of each gradient's L2 norm, in one fused call."""
+    return torch.stack(torch._foreach_norm(grads, 2.0))
 
 
 def percentile(values: Iterable[float], p: float) -> float:
@@ -130,14 +112,13 @@ class Clipper:
 
     def clip(self, params: Iterable[torch.nn.Parameter]) -> ClipStat:
         """Measure the pre-clip global L2 norm, clip the gradients in place, report both."""
-        grads = _grads(params)
-        if not grads:
+        params = _with_grads(params)
+        if not params:
             return ClipStat(0.0, False)
-        return self._clip(grads)
+        return self._clip(params)
 
-    def _clip(self, grads: list[torch.Tensor]) -> ClipStat:
-        norm = torch.linalg.vector_norm(_tensor_norms(grads)).item()
-        return ClipStat(norm, False)
+    def _clip(self, params: list[torch.nn.Parameter]) -> ClipStat:
+        return ClipStat(get_total_norm(_grads(params)).item(), False)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain JSON values that restore the clipper exactly (the mode, the norm history)."""
@@ -162,9 +143,9 @@ class NormClipper(Clipper):
 
     mode = "norm"
 
-    def _clip(self, grads: list[torch.Tensor]) -> ClipStat:
-        norm = torch.linalg.vector_norm(_tensor_norms(grads)).item()
-        return ClipStat(norm, _clip_global(grads, norm, self.threshold))
+    def _clip(self, params: list[torch.nn.Parameter]) -> ClipStat:
+        total = get_total_norm(_grads(params))
+        return ClipStat(total.item(), _clip_global(params, total, self.threshold))
 
 
 class ValueClipper(Clipper):
@@ -172,13 +153,14 @@ class ValueClipper(Clipper):
 
     mode = "value"
 
-    def _clip(self, grads: list[torch.Tensor]) -> ClipStat:
-        total = torch.linalg.vector_norm(_tensor_norms(grads))
-        largest = _tensor_norms(grads, math.inf).max()
+    def _clip(self, params: list[torch.nn.Parameter]) -> ClipStat:
+        grads = _grads(params)
+        total = get_total_norm(grads)
+        largest = get_total_norm(grads, math.inf)  # the largest |element| of all gradients
         norm, peak = torch.stack([total, largest.to(total.dtype)]).tolist()
         if not math.isfinite(norm) or peak <= self.threshold:
             return ClipStat(norm, False)
-        _clamp_(grads, self.threshold)
+        clip_grad_value_(params, self.threshold)
         return ClipStat(norm, True)
 
 
@@ -187,7 +169,8 @@ class PerTensorNormClipper(Clipper):
 
     mode = "per-tensor-norm"
 
-    def _clip(self, grads: list[torch.Tensor]) -> ClipStat:
+    def _clip(self, params: list[torch.nn.Parameter]) -> ClipStat:
+        grads = _grads(params)
         norms = _tensor_norms(grads)
         total = torch.linalg.vector_norm(norms)
         norm, peak = torch.stack([total, norms.max()]).tolist()
@@ -196,7 +179,7 @@ class PerTensorNormClipper(Clipper):
         # Coefficient 1 (an exact no-op) for tensors at or below the bound.
         coefs = torch.where(norms > self.threshold, self.threshold / (norms + _EPS),
                             torch.ones_like(norms))
-        _scale_(grads, list(coefs.unbind()))
+        torch._foreach_mul_(grads, list(coefs.unbind()))
         return ClipStat(norm, True)
 
 
@@ -217,15 +200,16 @@ class _HistoryClipper(Clipper):
     def _bound(self) -> float:
         raise NotImplementedError
 
-    def _clip(self, grads: list[torch.Tensor]) -> ClipStat:
-        norm = torch.linalg.vector_norm(_tensor_norms(grads)).item()
+    def _clip(self, params: list[torch.nn.Parameter]) -> ClipStat:
+        total = get_total_norm(_grads(params))
+        norm = total.item()
         if not math.isfinite(norm):
             return ClipStat(norm, False)
         bound = self.bound()
         self.history.append(norm)
         if bound is None:
             return ClipStat(norm, False)
-        return ClipStat(norm, _clip_global(grads, norm, bound))
+        return ClipStat(norm, _clip_global(params, total, bound))
 
     def state_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "history": [float(x) for x in self.history]}
@@ -255,11 +239,13 @@ class PercentileClipper(_HistoryClipper):
         return percentile(self.history, self.threshold)
 
 
-def _clip_global(grads: list[torch.Tensor], norm: float, bound: float) -> bool:
-    """Scale all gradients by bound / (norm + eps) when the finite `norm` exceeds `bound`."""
+def _clip_global(params: list[torch.nn.Parameter], total: torch.Tensor, bound: float) -> bool:
+    """Scale all gradients by bound / (norm + 1e-6) (`clip_grads_with_norm_`) when the finite
+    global norm `total` exceeds `bound`; at or below it they stay bit-for-bit unchanged."""
+    norm = total.item()
     if not math.isfinite(norm) or norm <= bound:
         return False
-    _scale_(grads, bound / (norm + _EPS))
+    clip_grads_with_norm_(params, bound, total)
     return True
 
 

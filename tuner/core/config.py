@@ -24,12 +24,6 @@ class ConfigError(ValueError):
     """A configuration value or file is wrong; the message is one line meant for the user."""
 
 
-PRESETS = ("two-modes", "source-code")
-ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "linear")
-OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw", "adagrad", "adadelta")
-CLIP_MODES = ("none", "norm", "value", "per-tensor-norm", "adaptive", "percentile")
-
-
 @dataclass(frozen=True)
 class DataConfig:
     """Where the price series come from and how inputs and targets are built from them."""
@@ -235,8 +229,12 @@ class TrainConfig:
     """Torch CPU threads; None leaves torch's default."""
     seed: int = 0
     """Seed of weights, noise and batching."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """`auto` takes CUDA when it is available."""
+    device: Literal["auto", "cpu", "cuda"] | None = None
+    """Where to train. null (default): follow the resources; in a search, CUDA when Ray gave the
+    trial a GPU (an error if torch sees no CUDA there, never a silent CPU run) and the CPU
+    otherwise; in a single run (`python -m tuner.train`), CUDA when available. `auto`: CUDA when
+    available, else the CPU, with a warning when a GPU was reserved (the opt-in fallback).
+    `cpu`: always the CPU. `cuda`: CUDA or an error."""
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "train.lr", self.lr, "a number > 0")

@@ -17,7 +17,9 @@ series are padded at the end and their padded steps are masked out of the loss.
 from __future__ import annotations
 
 import math
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,9 +27,12 @@ from typing import Any, Callable
 import torch
 
 from tuner.core import config as config_mod
+from tuner.core.atomic import atomic_write
 from tuner.core.clipping import EpochClipStats, make_clipper
 from tuner.core.config import Config, ConfigError, TrainConfig
 from tuner.core.data import Prepared, SeriesSet, prepare
+from tuner.core import metrics
+from tuner.core.metrics import EPOCH_COLUMNS  # also re-exported: the record's columns
 from tuner.core.model import QNet, State, detach_state
 from tuner.core.schedule import ChunkSchedule
 
@@ -36,25 +41,6 @@ CHECKPOINT_FORMAT = 2
 EVAL_CHUNK_STEPS = 4096
 """Evaluation needs no gradient, so it runs in long chunks whatever N is (bounds memory only)."""
 
-EPOCH_COLUMNS = ("epoch", "train_loss_running", "train_loss", "val_loss", "best_val_loss",
-                 "best_epoch", "chunks", "stage", "lr", "grad_norm_mean", "grad_norm_max",
-                 "clip_fraction", "epoch_time_s", "eval_time_s", "steps_per_s", "timesteps",
-                 "updates", "train_time_s")
-"""The per-epoch record, in column order. The three losses (masked MSE, standardised units):
-
-- `train_loss_running`: the squared error summed over the epoch's training steps as the
-  optimizer met them (the weights change N times during the epoch; noise on), divided by their
-  number: what Keras prints. At N=100 it averages 100 different models, at N=1 it is measured
-  before the epoch's single update, so it does not compare across N.
-- `train_loss`: the model as it stands at the epoch's end, on the same training steps, eval mode
-  (noise off), state from zero: comparable across N and with `val_loss`.
-- `val_loss`: the same model on the held-out steps (NaN without a hold-out).
-
-`best_val_loss` is the `val_loss` of the best epoch so far, `best_epoch` that epoch: the lowest
-`val_loss` (lowest `train_loss` without a hold-out), where a new best must beat the old by more
-than `train.early_stopping.min_delta` (0 by default, then it is simply the lowest). `eval_time_s` is the time of the
-end-of-epoch evaluation, not counted in `epoch_time_s` or the cumulative `train_time_s`;
-`timesteps`, `updates`, `train_time_s` are cumulative."""
 
 
 def set_seed(seed: int) -> None:
@@ -62,14 +48,35 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when it is available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: got 'cuda' but no CUDA device is available; "
-                          "allowed: auto, cpu")
-    return torch.device(name)
+def resolve_device(name: str | None, gpu: bool | None = None) -> torch.device:
+    """The torch device for `train.device` (see `TrainConfig.device`).
+
+    `gpu`: whether the scheduler gave this run a GPU (None: no scheduler, a single run). A run
+    given a GPU never falls back to the CPU unless asked to (`auto`), and then says so: a GPU
+    node whose torch has no CUDA would otherwise burn its reservation at CPU speed, unnoticed."""
+    cuda = torch.cuda.is_available()
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or (name is None and gpu):
+        if not cuda and gpu:
+            raise ConfigError(f"given GPU {_visible_gpus()} but torch.cuda.is_available() is "
+                              "False: install a CUDA build of torch on this node, or set "
+                              "resources.gpu: 0")
+        if not cuda:
+            raise ConfigError("train.device: got 'cuda' but torch.cuda.is_available() is False; "
+                              "allowed: auto, cpu (or install a CUDA build of torch)")
+        return torch.device("cuda")
+    if gpu is False:  # null or auto without a GPU reserved: stay off GPUs others reserved
+        return torch.device("cpu")
+    if gpu and not cuda:
+        warnings.warn(f"given GPU {_visible_gpus()} but torch.cuda.is_available() is False: "
+                      "training on the CPU (train.device: auto)", RuntimeWarning, stacklevel=2)
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def _visible_gpus() -> str:
+    """The GPU ids a scheduler exposed to this process, and torch's build: '0 (torch 2.1+cpu)'."""
+    return f"{os.environ.get('CUDA_VISIBLE_DEVICES') or '?'} (torch {torch.__version__})"
 
 
 def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -196,22 +203,21 @@ class Result:
     diverged_epoch: int | None
     state: TrainingState
 
-    def _finite(self, column: str) -> list[float]:
-        return [r[column] for r in self.records if math.isfinite(r[column])]
-
     @property
     def best_train_loss(self) -> float:
-        """The lowest end-of-epoch training loss (eval mode)."""
-        return min(self._finite("train_loss"), default=math.inf)
+        """The lowest end-of-epoch training loss (eval mode); +inf for a diverged run (the rule
+        of `tuner.core.metrics`)."""
+        return metrics.best_loss([r["train_loss"] for r in self.records])
 
     @property
     def final_train_loss(self) -> float:
-        return self.records[-1]["train_loss"] if self.records else math.inf
+        return metrics.final_loss([r["train_loss"] for r in self.records])
 
     @property
     def best_val_loss(self) -> float:
-        """The lowest held-out loss (NaN without a hold-out)."""
-        return min(self._finite("val_loss"), default=math.nan)
+        """The best epoch's held-out loss (NaN without a hold-out or before a finite one)."""
+        value = self.records[-1]["best_val_loss"] if self.records else math.nan
+        return value if math.isfinite(value) else math.nan
 
     @property
     def best_epoch(self) -> int:
@@ -225,10 +231,7 @@ EpochCallback = Callable[[dict[str, Any], TrainingState], Any]
 
 def save_checkpoint(state: TrainingState, path: str | Path) -> None:
     """Write the state to `path` atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state.state_dict(), tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda fh: torch.save(state.state_dict(), fh))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -241,15 +244,11 @@ def save_best_model(state: TrainingState, path: str | Path) -> None:
 
     Load with ``QNet(window, n_actions, cfg.model).load_state_dict(torch.load(path,
     weights_only=True)["model"])``; `epoch`/`value` say which epoch and selection loss."""
-    path = Path(path)
     if state.best_model is None:
         raise ValueError("no best model yet: no epoch ended with a finite loss")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "config": state.config.to_dict(),
-                "model": state.best_model, "epoch": state.best_epoch,
-                "value": state.best_value}, tmp)
-    tmp.replace(path)
+    best = {"format": CHECKPOINT_FORMAT, "config": state.config.to_dict(),
+            "model": state.best_model, "epoch": state.best_epoch, "value": state.best_value}
+    atomic_write(path, lambda fh: torch.save(best, fh))
 
 
 def new_state(config: Config, n_inputs: int, n_actions: int, device: torch.device) -> TrainingState:

@@ -1,0 +1,190 @@
+"""Put a report together: load the study, compute, draw, and write ``report.md`` + plots.
+
+`make_report` only orders sections; each section function returns its markdown lines (the
+ones here also draw their plot; the text-only ones live in `tuner.report.markdown`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from tuner.core.atomic import atomic_write_text
+from tuner.report.axes import plot_axes, searched_keys
+from tuner.report.claims import AblationSetup, ablation_setup, claims_table
+from tuner.report.importance import parameter_importance, save_importance_plot
+from tuner.report.load import ReportError, StudyFiles, load_study, mapping
+from tuner.report.markdown import (
+    H_AXIS,
+    H_BEST,
+    H_CURVES,
+    H_DIVERGED,
+    H_EDGES,
+    H_GRAD,
+    H_IMPORTANCE,
+    H_SEARCH,
+    Counts,
+    ablation_sections,
+    best_table,
+    count_trials,
+    diverged_table,
+    study_section,
+    summary_section,
+)
+from tuner.report.measures import rank_settings
+from tuner.report.plots import (
+    TOP_N,
+    Group,
+    curve_groups,
+    palette,
+    plot_curves,
+    plot_gradients,
+    save_png,
+    style,
+)
+from tuner.report.ranges import EDGE_SHARE, edge_warnings
+from tuner.report.text import fmt, image, md_table
+
+
+def _target_loss(study: StudyFiles) -> float | None:
+    """``search.target_loss`` of study.yaml as a number, None when absent or not a number."""
+    value = mapping(study.meta, "search").get("target_loss")
+    try:
+        value = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def curves_section(study: StudyFiles, groups: list[Group], plots: Path) -> list[str]:
+    """Training loss per epoch and per second of training, one line per case or best trial."""
+    lines = [H_CURVES, ""]
+    if not groups:
+        return lines + ["No epochs recorded: no curves to draw.", ""]
+    for axis, fname, label in (("epoch", "loss_vs_epoch.png", "per epoch"),
+                               ("train_time_s", "loss_vs_seconds.png", "per second of training")):
+        fig = plot_curves(study, groups, axis, f"{study.name}: training loss {label}")
+        save_png(fig, plots / fname)
+        lines += [image(f"plots/{fname}", f"training loss {label}"), ""]
+    what = ("case (mean over seeds, band = min-max)" if study.has_cases
+            else f"the {TOP_N} best trials")
+    return lines + [(f"One line per {what}. Hollow circles: the chunk schedule moved to its "
+                     "next stage; red x: the last finite loss of a run that diverged."), ""]
+
+
+def axis_section(study: StudyFiles, plots: Path) -> list[str]:
+    """The objective against each searched key."""
+    lines = [H_AXIS, ""]
+    keys = searched_keys(study)
+    if not keys or study.objective not in study.trials.columns:
+        return lines + ["No searched keys in trials.csv: no axis plot.", ""]
+    save_png(plot_axes(study, keys), plots / "axis_objective.png")
+    return lines + [image("plots/axis_objective.png", "objective against each hyperparameter"),
+                    "", ("Dots: finished trials (hollow: early-stopped); gold star: the best "
+                         "trial; red x at the top: diverged trials (objective +inf). Grey band: "
+                         "the searched range."), ""]
+
+
+def edges_section(edges: list[str]) -> list[str]:
+    """The edge-of-range warnings, or the sentence that there are none."""
+    if edges:
+        return [H_EDGES, "", *[f"- {w}" for w in edges], ""]
+    return [H_EDGES, "", (f"No best value lies in the outer {EDGE_SHARE:.0%} of its searched "
+                          "range (log scale for log ranges)."), ""]
+
+
+def diverged_section(study: StudyFiles, counts: Counts) -> list[str]:
+    """The share of diverged trials and the table of them."""
+    lines = [H_DIVERGED, "", (f"Diverged: {counts.diverged_share()}. A large share means the "
+                              "ranges reach unstable settings (often the learning rate's upper "
+                              "end): narrow them or add clipping."), ""]
+    table = diverged_table(study)
+    return lines + ([md_table(table), ""] if len(table) else [])
+
+
+def best_section(study: StudyFiles, groups: list[Group], plots: Path) -> list[str]:
+    """The best trials' table; for ablations also their curves (the curves above are cases)."""
+    table = best_table(study)
+    lines = [H_BEST, "", md_table(table) if len(table) else "No finished trial.", ""]
+    if not (study.has_cases and not study.epochs.empty):
+        return lines + (["Their curves are the training curves above.", ""] if groups else [])
+    ids = [str(t) for t in table.get("trial", [])]
+    best = [Group(f"#{i + 1} {t}", (t,), c)
+            for i, (t, c) in enumerate(zip(ids, palette(len(ids)), strict=True))]
+    if best:
+        fig = plot_curves(study, best, "epoch", f"{study.name}: the {TOP_N} best trials")
+        save_png(fig, plots / "best_trials.png")
+        lines += [image("plots/best_trials.png", "best trials"), ""]
+    return lines
+
+
+def gradients_section(study: StudyFiles, groups: list[Group], plots: Path) -> list[str]:
+    """Pre-clip gradient norms and the clipped share per epoch."""
+    if not groups or "grad_norm_mean" not in study.epochs.columns:
+        return [H_GRAD, "", "No gradient norms recorded.", ""]
+    save_png(plot_gradients(study, groups), plots / "grad_norms.png")
+    return [H_GRAD, "", image("plots/grad_norms.png", "gradient norms"), "",
+            ("Top: mean pre-clip global gradient norm per epoch (log scale); bottom: share of "
+             "optimizer steps whose gradient was clipped."), ""]
+
+
+def importance_section(study: StudyFiles, plots: Path) -> list[str]:
+    """Parameter importance from trials.csv, naming the evaluator."""
+    imp, why = parameter_importance(study)
+    if imp is None:
+        return [H_IMPORTANCE, "", why, ""]
+    save_importance_plot(imp, study.name, plots / "importance.png")
+    table = pd.DataFrame({"parameter": imp.values.index,
+                          "importance": [fmt(v, 3) for v in imp.values]})
+    return [H_IMPORTANCE, "", why, "", md_table(table), "",
+            image("plots/importance.png", f"parameter importance ({imp.evaluator})"), ""]
+
+
+def _report_lines(study: StudyFiles, plots: Path) -> list[str]:
+    """Every section of the report, in order."""
+    counts = count_trials(study)
+    ranking = rank_settings(study.trials, study.objective)
+    edges = edge_warnings(study.trials, study.distributions, study.objective, top_k=TOP_N)
+    setup: AblationSetup | None = None
+    claims: pd.DataFrame | None = None
+    if study.has_cases and not study.epochs.empty:
+        setup = ablation_setup(study.trials, study.epochs, _target_loss(study))
+        claims = claims_table(study.trials, study.epochs, setup)
+    lines = [f"# Report: {study.name}", ""]
+    lines += summary_section(study, ranking, counts, claims, edges)
+    lines += study_section(study, ranking, counts)
+    with style():
+        groups = curve_groups(study) if not study.epochs.empty else []
+        lines += curves_section(study, groups, plots)
+        if setup is not None and claims is not None:
+            lines += ablation_sections(study, setup, claims)
+        lines += [H_SEARCH, ""] + axis_section(study, plots) + edges_section(edges)
+        lines += diverged_section(study, counts) + best_section(study, groups, plots)
+        lines += gradients_section(study, groups, plots) + importance_section(study, plots)
+    return lines
+
+
+def make_report(
+    study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """Write ``report.md`` and ``plots/*.png`` for the study in ``study_dir``; return report.md.
+
+    ``out_dir`` defaults to the study folder. Raises ReportError (one line) when the folder or
+    its trials.csv is missing or unusable, or the output cannot be written. Every file is
+    written atomically, so a report being regenerated is never seen half-written.
+    """
+    study = load_study(study_dir)
+    out = Path(out_dir) if out_dir is not None else study.path
+    try:
+        plots = out / "plots"
+        plots.mkdir(parents=True, exist_ok=True)
+        lines = _report_lines(study, plots)
+        report = out / "report.md"
+        atomic_write_text(report, "\n".join(lines).rstrip("\n") + "\n")
+    except OSError as exc:
+        where = exc.filename or out
+        raise ReportError(f"cannot write the report to {where}: {exc.strerror or exc}") from exc
+    return report
