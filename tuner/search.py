@@ -402,9 +402,13 @@ def write_study_files(p: Plan, argv: list[str]) -> None:
 
     doc = dict(p.spec.raw)
     # The data, its split and both baselines, on the first trial's data: said once, kept.
-    ref = reference(first_config(p.spec).data)
+    try:
+        ref = reference(first_config(p.spec).data)
+        print("\n".join(describe(ref)), flush=True)
+    except (ConfigError, OSError) as exc:  # the trials will say it too; the search goes on
+        ref = {"baselines_error": str(exc)}
+        print(f"warning: no split or baselines ({exc})", file=sys.stderr, flush=True)
     doc.update(ref)
-    print("\n".join(describe(ref)), flush=True)
     doc["command"] = shlex.join([sys.executable.rsplit("/", 1)[-1], "-m", "tuner.search", *argv])
     doc["versions"] = _versions()
     atomic_write_yaml(p.study_dir / "study.yaml", doc)
