@@ -129,7 +129,69 @@ def _momentum_if(key: str, values: list) -> Callable[[dict], None]:
     return _set("space/train.momentum", {"uniform": [0.0, 0.9], "if": {key: values}})
 
 
+GOOD_START = {"train.optimizer": "adam", "train.lr": 0.01, "train.clip.mode": "norm",
+              "train.clip.threshold": 1.0, "train.schedule.chunks": [4, 1],
+              "train.schedule.patience": 2}
+
+
+def _start_from(**changes: Any) -> Callable[[dict], None]:
+    """search.start_from: [GOOD_START with changes]; a value of None drops the key."""
+    point = {k: v for k, v in {**GOOD_START, **changes}.items() if v is not None}
+    return _set("search/start_from", [point])
+
+
+def _alias_bomb() -> str:
+    """A ~1.5 KB space file whose model: is an alias 10 levels deep, 9 copies per level
+    (9**10 leaves once expanded)."""
+    levels = ["  bomb_level_0: &bomb_level_0 [laughing_out_loud, laughing_out_loud, laughing_out_loud]"]
+    for i in range(1, 10):
+        levels.append(f"  bomb_level_{i}: &bomb_level_{i} [" + ", ".join([f"*bomb_level_{i - 1}"] * 9) + "]")
+    text = SMOKE.read_text().replace("model:", "bombs:\n" + "\n".join(levels) + "\nmodel_:", 1)
+    return text.replace("model_: {dense_units: 8, lstm_units: 8, noise_std: 0.1}",
+                        "model: *bomb_level_9")
+
+
+_SMOKE_LINES = SMOKE.read_text().splitlines()
+_TRAIN_LINES = (f"lines {_SMOKE_LINES.index('train: {max_epochs: 4, threads: 1}') + 1} and "
+                f"{len(_SMOKE_LINES) + 1}")
+
 ROWS = [
+    # ---- YAML: the loader's limits (issue 11, class 3)
+    pytest.param(space_row(_alias_bomb(), "aliases"), id="yaml-alias-bomb"),
+    pytest.param(space_row(SMOKE.read_text() + "train: {max_epochs: 2}\n", "'train' appears twice",
+                           _TRAIN_LINES), id="yaml-duplicate-section"),
+    pytest.param(space_row(SMOKE.read_text().replace("{max_epochs: 4, threads: 1}",
+                                                     "{max_epochs: 4, threads: 1, max_epochs: 9}"),
+                           "'max_epochs' appears twice"), id="yaml-duplicate-nested-key"),
+    pytest.param(space_row("", "empty"), id="yaml-empty-space-file"),
+    pytest.param(space_row("# only a comment\n", "empty"), id="yaml-comment-only-space-file"),
+    # ---- search.start_from (issue 9): every point a complete, valid setting of searched keys
+    pytest.param(space_row(_start_from(**{"train.lrr": 0.01}), "search.start_from[0].train.lrr",
+                           "unknown key", "train.lr"), id="start-unknown-key"),
+    pytest.param(space_row(_start_from(**{"train.lr": 0.5}), "search.start_from[0].train.lr",
+                           "0.5", "outside"), id="start-outside-distribution"),
+    pytest.param(space_row(_start_from(**{"train.schedule.chunks": [100]}),
+                           "search.start_from[0].train.schedule.chunks", "4, 1"),
+                 id="start-chunks-not-listed"),
+    pytest.param(space_row(_start_from(**{"train.weight_decay": 0.1}),
+                           "search.start_from[0].train.weight_decay", "not searched"),
+                 id="start-key-not-searched"),
+    pytest.param(space_row(_start_from(**{"train.schedule.patience": None}),
+                           "search.start_from[0].train.schedule.patience", "missing"),
+                 id="start-key-missing"),
+    pytest.param(space_row(_start_from(**{"train.momentum": 0.5}),
+                           "search.start_from[0].train.momentum", "not used when"),
+                 id="start-key-whose-condition-fails"),
+    pytest.param(space_row(_set("search/start_from", {"train.lr": 0.01}), "search.start_from",
+                           "a list"), id="start-not-a-list"),
+    # ---- search: and resources: are built by the config's validator (ranges, finiteness)
+    pytest.param(space_row(_set("search/seed", -1), "search.seed", "[0, "), id="space-seed-negative"),
+    pytest.param(space_row(_set("search/time_budget_s", float("inf")), "search.time_budget_s",
+                           "> 0"), id="space-time-budget-inf"),
+    pytest.param(space_row(_set("search/scheduler/grace_period", float("nan")),
+                           "search.scheduler.grace_period", "> 0"), id="space-grace-nan"),
+    pytest.param(space_row(_set("search/algorithm", "randon"), "search.algorithm",
+                           "did you mean 'random'"), id="space-algorithm-typo"),
     # ---- space files
     pytest.param(space_row("name: smoke\ndata: {n_series: 4\nmodel: {}\n", "not valid YAML"),
                  id="space-not-yaml"),

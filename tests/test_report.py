@@ -370,6 +370,8 @@ def plain_study(path: Path, n: int = 16) -> Path:
             "train.clip.mode": clip,
             "train.clip.threshold": round(1.0 + 0.2 * i, 2) if clip == "norm" else "",
             "seed": 0,
+            "node": "10.0.0.1",
+            "device": "cuda:0 (NVIDIA H200)" if i < 4 else "cpu",
         }
         epochs += rows
         trials.append(_trial_row(tid, rows, extra))
@@ -429,6 +431,13 @@ def test_plain_search_report(plain: Path) -> None:
     assert "than the median trial" in text
     assert "one run only" in text
     assert "python -m tuner.search search_spaces/lr.yaml --name lr-search" in text
+    # Rule: every report has the anytime plot (best objective so far against compute), drawn
+    # from the tables alone, in time steps and in training seconds.
+    assert report.H_ANYTIME in text
+    for axis in ("timesteps", "seconds"):
+        assert (plain / "plots" / f"anytime_{axis}.png").read_bytes()[:4] == b"\x89PNG"
+    # Rule: the study table counts where trials ran (node / device).
+    assert "10.0.0.1 / cpu: 12; 10.0.0.1 / cuda:0 (NVIDIA H200): 4" in text
 
 
 def test_plain_search_importance_from_trials_csv(plain: Path) -> None:

@@ -193,3 +193,56 @@ def test_search_held_out_columns_early_stop_and_reference(ray_session, tmp_path)
     ridge = recorded["baselines"]["ridge"]
     assert math.isfinite(ridge["val"]) and ridge["alpha"] >= 0
     assert recorded["baselines"]["zero"]["train"] == pytest.approx(1.0, rel=1e-5)
+
+
+START = [{"train.optimizer": "adam", "train.lr": 0.0123, "train.schedule.chunks": [4, 1]},
+         {"train.optimizer": "sgd", "train.lr": 0.001, "train.schedule.chunks": [1]}]
+
+
+def _in_order(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials of Tune's variant generator in creation order (its trial ids end in a counter)."""
+    return trials.assign(n=trials["trial_id"].str.rsplit("_", n=1).str[1].astype(int)
+                         ).sort_values("n")
+
+
+def _is_point(row, point: dict) -> bool:
+    return (row["train.optimizer"] == point["train.optimizer"]
+            and math.isclose(float(row["train.lr"]), point["train.lr"])
+            and str(row["train.schedule.chunks"]).replace(" ", "").strip("[]")
+            == ",".join(map(str, point["train.schedule.chunks"])))
+
+
+@pytest.mark.parametrize("algorithm", ["optuna", "random", "grid"])
+def test_search_start_from_runs_first_in_order_and_once(ray_session, tmp_path, algorithm):
+    # Rule (issue 9): search.start_from's settings are the first trials, exactly and in order,
+    # in addition to num_samples, for optuna, random (Optuna's RandomSampler) and grid (Tune's
+    # variant generator: the points, then the grid); an extended study (optuna, random) does
+    # not evaluate them again.
+    lr = ({"choice": [0.001, 0.0123]} if algorithm == "grid"
+          else {"loguniform": [1e-3, 1e-1]})
+    space = {"train.optimizer": {"choice": ["sgd", "adam"]}, "train.lr": lr,
+             "train.schedule.chunks": {"choice": [[1], [4, 1]]}}
+    path = write_space(tmp_path, space, {"algorithm": algorithm, "num_samples": 1,
+                                         "scheduler": {"type": "fifo"}, "start_from": START},
+                       train={"max_epochs": 1})
+    assert run(path, tmp_path) == 0
+    study = tmp_path / "results" / "t"
+    trials = load_tables(study)[0]
+    assert len(trials) == len(START) + (2 * 2 * 2 if algorithm == "grid" else 1)
+    if algorithm == "grid":
+        first = _in_order(trials).iloc[:len(START)]
+        assert all(_is_point(row, point) for (_, row), point in zip(first.iterrows(), START))
+        return
+    # Optuna numbers its trials as it hands them out: the points are trials 0 and 1
+    stored = optuna.load_study(study_name="t", storage=f"sqlite:///{study / 'optuna.db'}")
+    first = [(t.params["train.optimizer"], t.params["train.lr"], t.params["train.schedule.chunks"])
+             for t in sorted(stored.trials, key=lambda t: t.number)[:len(START)]]
+    assert first == [(p["train.optimizer"], p["train.lr"],
+                      ",".join(map(str, p["train.schedule.chunks"]))) for p in START]
+    for point in START:
+        assert sum(_is_point(row, point) for _, row in trials.iterrows()) == 1
+    assert run(path, tmp_path, "--extend", "2") == 0
+    trials = load_tables(study)[0]
+    assert len(trials) == len(START) + 1 + 2
+    for point in START:
+        assert sum(_is_point(row, point) for _, row in trials.iterrows()) == 1

@@ -19,19 +19,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tuner.core.config import Config, ConfigError
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
 from tuner.space import (
-    DRAW_PREFIX,
     Param,
     SpaceFile,
     first_config,
-    grid_size,
     load_space,
-    log_keys,
     optuna_space,
     pbt_mutations,
     resolve,
     searched_keys,
     space_from_dict,
+    start_points,
     tune_space,
 )
 
@@ -85,9 +85,10 @@ def with_patch(*patches: tuple[tuple[str, ...], Any]) -> dict[str, Any]:
 DROP = object()
 
 
-def ask_many(spec: SpaceFile, n: int, seed: int = 0) -> list[dict[str, Any]]:
+def ask_many(spec: SpaceFile, n: int, seed: int = 0, sampler: type = optuna.samplers.TPESampler
+             ) -> list[dict[str, Any]]:
     """n trials' params from a real in-memory Optuna study driven by optuna_space."""
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    study = optuna.create_study(sampler=sampler(seed=seed))
     space = optuna_space(spec.params)
     out = []
     rng = np.random.default_rng(seed)
@@ -97,6 +98,15 @@ def ask_many(spec: SpaceFile, n: int, seed: int = 0) -> list[dict[str, Any]]:
         out.append(dict(trial.params))
         study.tell(trial, float(rng.random()))
     return out
+
+
+def tune_doc() -> dict[str, Any]:
+    """BASE without its conditionals, plus a grid: a space for Tune's variant generator."""
+    doc = copy.deepcopy(BASE)
+    del doc["space"]["train.momentum"], doc["space"]["train.clip.threshold"]
+    doc["space"]["train.seed"] = {"grid": [0]}
+    doc["search"]["algorithm"] = "random"
+    return doc
 
 
 def tune_variants(spec: SpaceFile, passes: int = 1, seed: int = 0) -> list[dict[str, Any]]:
@@ -170,7 +180,9 @@ def test_optuna_space_int_bounds_inclusive(tmp_path: Path) -> None:
 def test_tune_space_int_bounds_inclusive(tmp_path: Path) -> None:
     from ray import tune
 
-    spec = spec_of(tmp_path, BASE, ["search.algorithm=random"])
+    spec = spec_of(tmp_path, tune_doc())
+    # a grid entry makes Tune's variant generator run the search
+    assert spec.uses_variant_generator
     domain = tune_space(spec)["train.schedule.patience"]
     # int: [5, 6] is inclusive in Tune too (space.py passes high + 1)
     assert set(int(v) for v in domain.sample(size=400)) == {5, 6}
@@ -179,12 +191,15 @@ def test_tune_space_int_bounds_inclusive(tmp_path: Path) -> None:
 
 
 def test_tune_space_int_log_bounds_inclusive(tmp_path: Path) -> None:
-    doc = with_patch((("space", "train.schedule.patience"), {"int": [1, 3], "log": True}))
-    spec = spec_of(tmp_path, doc, ["search.algorithm=random"])
+    doc = tune_doc()
+    doc["space"]["train.schedule.patience"] = {"int": [1, 3], "log": True}
+    spec = spec_of(tmp_path, doc)
     domain = tune_space(spec)["train.schedule.patience"]
     # int with log: true is inclusive in Tune (lograndint(low, high + 1))
     assert set(int(v) for v in domain.sample(size=600)) == {1, 2, 3}
     # and in Optuna
+    spec = spec_of(tmp_path, with_patch((("space", "train.schedule.patience"),
+                                         {"int": [1, 3], "log": True})))
     assert {t["train.schedule.patience"] for t in ask_many(spec, 60)} == {1, 2, 3}
 
 
@@ -193,8 +208,8 @@ def test_optuna_space_loguniform_within_positive_bounds(tmp_path: Path) -> None:
     lrs = [t["train.lr"] for t in ask_many(spec, 40)]
     # loguniform samples stay in [low, high], all > 0
     assert all(1e-3 <= lr <= 1e-1 for lr in lrs)
-    # and the key is plotted on a log axis
-    assert "train.lr" in log_keys(spec)
+    # the parameter is Optuna's own log-scaled float distribution, bounds as written
+    assert spec.param("train.lr").distribution == FloatDistribution(1e-3, 1e-1, log=True)
 
 
 def test_optuna_space_chunk_schedules_round_trip(tmp_path: Path) -> None:
@@ -235,31 +250,29 @@ def test_optuna_space_conditional_chain(tmp_path: Path) -> None:
         assert ("train.nesterov" in t) == (t.get("train.momentum") == 0.0)
 
 
-def test_tune_space_conditional_none_when_condition_fails(tmp_path: Path) -> None:
+def test_load_space_random_is_optuna_random_sampler(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, BASE, ["search.algorithm=random"])
-    configs = tune_variants(spec, passes=150)
-    for c in configs:
-        # Tune gives None for a conditional key whose condition fails, the draw otherwise
-        if c["train.optimizer"] in ("sgd", "rmsprop"):
-            assert c["train.momentum"] == c[DRAW_PREFIX + "train.momentum"]
-        else:
-            assert c["train.momentum"] is None
-        _, clean = resolve(spec, c)
-        # resolve drops absent conditionals and the hidden draws
-        assert ("train.momentum" in clean) == (c["train.optimizer"] in ("sgd", "rmsprop"))
-        assert not any(k.startswith(DRAW_PREFIX) for k in clean)
-    assert {c["train.momentum"] is None for c in configs} == {True, False}
+    # algorithm random without grids or pbt is sampled by Optuna (define-by-run), with if:
+    assert not spec.uses_variant_generator
+    trials = ask_many(spec, 150, sampler=optuna.samplers.RandomSampler)
+    for t in trials:
+        # a conditional key is present exactly when its condition holds
+        assert ("train.momentum" in t) == (t["train.optimizer"] in ("sgd", "rmsprop"))
+        _, clean = resolve(spec, t)
+        assert ("train.momentum" in clean) == ("train.momentum" in t)
+    assert {("train.momentum" in t) for t in trials} == {True, False}
 
 
-def test_tune_space_conditional_draws_are_seeded(tmp_path: Path) -> None:
+def test_optuna_space_random_sampler_is_seeded(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, BASE, ["search.algorithm=random"])
-    # the same variant-generator seed gives the same trials, conditional keys included
-    assert tune_variants(spec, 5, seed=3) == tune_variants(spec, 5, seed=3)
-    assert tune_variants(spec, 5, seed=3) != tune_variants(spec, 5, seed=4)
+    rs = optuna.samplers.RandomSampler
+    # the same sampler seed gives the same trials, conditional keys included
+    assert ask_many(spec, 5, 3, rs) == ask_many(spec, 5, 3, rs)
+    assert ask_many(spec, 5, 3, rs) != ask_many(spec, 5, 4, rs)
 
 
 def test_resolve_makes_numpy_scalars_plain(tmp_path: Path) -> None:
-    spec = spec_of(tmp_path, BASE, ["search.algorithm=random"])
+    spec = spec_of(tmp_path, tune_doc())
     config = tune_variants(spec)[0] | {"train.schedule.patience": np.int64(5),
                                         "train.lr": np.float64(0.01)}
     # numpy scalars (Tune domains' raw samples; np.int64 is not an int) become plain Python
@@ -287,22 +300,23 @@ def ablation_doc() -> dict[str, Any]:
     return doc
 
 
-def test_grid_size_matches_tune_variant_generator(tmp_path: Path) -> None:
+def test_tune_space_grid_expands_every_choice(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, ablation_doc())
-    # algorithm grid: every grid and choice is expanded: 2 cases x 3 seeds x 2 schedules
-    assert grid_size(spec) == 2 * 3 * 2
     configs = tune_variants(spec)
-    # Tune's own generator makes exactly that many trials, each combination once
-    assert len(configs) == 12
+    # algorithm grid: every grid and choice is expanded: 2 cases x 3 seeds x 2 schedules,
+    # each combination once
+    assert len(configs) == 2 * 3 * 2
     combos = {(c["case"], c["train.seed"], c["train.schedule.chunks"]) for c in configs}
     assert combos == set(itertools.product(["sgd-baseline", "adam-clip"], [0, 1, 2],
                                            ["1", "4,1"]))
 
 
-def test_grid_size_random_algorithm_keeps_choices_random(tmp_path: Path) -> None:
+def test_tune_space_random_algorithm_keeps_choices_random(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, ablation_doc(), ["search.algorithm=random"])
+    configs = tune_variants(spec)
     # algorithm random expands only grids (case x seed); choices stay random draws
-    assert grid_size(spec) == 6 and len(tune_variants(spec)) == 6
+    assert len(configs) == 6
+    assert len({(c["case"], c["train.seed"]) for c in configs}) == 6
 
 
 def test_resolve_merges_case_settings(tmp_path: Path) -> None:
@@ -324,7 +338,7 @@ def test_resolve_merges_case_settings(tmp_path: Path) -> None:
 def test_load_space_case_override_keeps_one_case(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, ablation_doc(), ["case=adam-clip"])
     # case=NAME keeps only that named case
-    assert spec.param("case").values == ("adam-clip",) and grid_size(spec) == 6
+    assert spec.param("case").values == ("adam-clip",) and len(tune_variants(spec)) == 6
 
 
 def test_load_space_case_override_removes_key_from_cases(tmp_path: Path) -> None:
@@ -460,6 +474,7 @@ def test_pbt_mutations_use_space_ranges_or_base(tmp_path: Path) -> None:
     from ray.tune.search.sample import Float
 
     doc = with_patch((("space", "train.clip.threshold"), {"loguniform": [0.5, 5.0]}),
+                     (("space", "train.momentum"), DROP),  # pbt takes no if:
                      (("search", "scheduler"), {"type": "pbt", "perturbation_interval": 5}),
                      (("search", "algorithm"), "random"))
     spec = spec_of(tmp_path, doc, ["train.lr=0.02"])
@@ -482,13 +497,6 @@ def test_searched_keys_follow_dependency_order(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, doc)
     # params (and columns) are ordered parents first
     assert searched_keys(spec) == ["train.optimizer", "train.momentum"]
-
-
-def test_log_keys_lists_log_scaled_keys(tmp_path: Path) -> None:
-    doc = with_patch((("space", "train.weight_decay"), {"choice": [1.0e-5, 1.0e-4, 1.0e-3]}))
-    spec = spec_of(tmp_path, doc)
-    # loguniform keys and positive choices spanning two decades are log-scaled
-    assert log_keys(spec) == ["train.lr", "train.clip.threshold", "train.weight_decay"]
 
 
 def test_load_space_raw_round_trips(tmp_path: Path) -> None:
@@ -539,7 +547,7 @@ def test_load_space_yaml11_exponents_accepted(tmp_path: Path) -> None:
 def test_optuna_space_rejects_grid_param() -> None:
     # a grid cannot be sampled by Optuna, even when optuna_space is called directly
     with pytest.raises(ConfigError):
-        optuna_space([Param("train.seed", "grid", values=(0, 1))])
+        optuna_space([Param("train.seed", CategoricalDistribution([0, 1]), grid=True)])
 
 
 # ---------------------------------------------------------------------------- invalid files
@@ -743,3 +751,88 @@ def test_load_space_random_documents_succeed_or_raise_config_error(
         assert "\n" not in str(exc) and str(exc).startswith(str(path))
     else:
         assert isinstance(spec, SpaceFile)
+
+
+# ---------------------------------------------------------------------------- start points
+
+
+def test_load_space_full_starts_from_article_best_and_plain_adam() -> None:
+    spec = load_space(ROOT / "search_spaces" / "full.yaml")
+    best, plain_adam = spec.search.start_from
+    # the article's best setting first: Adam, global-norm clip 1.0, chunks 100 -> 1, patience 20
+    assert (best["train.optimizer"], best["train.clip.mode"], best["train.clip.threshold"],
+            best["train.schedule.chunks"], best["train.schedule.patience"]) == \
+        ("adam", "norm", 1.0, [100, 50, 10, 2, 1], 20)
+    # then plain Adam: no clipping (so no threshold: its condition fails), full BPTT
+    assert (plain_adam["train.optimizer"], plain_adam["train.clip.mode"],
+            plain_adam["train.schedule.chunks"]) == ("adam", "none", [1])
+    assert "train.clip.threshold" not in plain_adam
+    # each point resolves to a valid Config carrying its values
+    config, _ = resolve(spec, {k: v for k, v in best.items()})
+    assert config.train.schedule.chunks == (100, 50, 10, 2, 1) and config.train.lr == 0.001
+
+
+def test_start_points_are_encoded_like_suggestions() -> None:
+    spec = load_space(ROOT / "search_spaces" / "full.yaml")
+    points = start_points(spec)
+    # searchers get chunk schedules as '100,50,1' strings, like every Optuna suggestion
+    assert points[0]["train.schedule.chunks"] == "100,50,10,2,1"
+    assert resolve(spec, points[0])[1]["train.schedule.chunks"] == [100, 50, 10, 2, 1]
+
+
+def test_load_space_start_from_round_trips_and_follows_overrides(tmp_path: Path) -> None:
+    point = {"train.optimizer": "sgd", "train.lr": 0.01, "train.momentum": 0.5,
+             "train.clip.mode": "none", "train.schedule.chunks": [4, 1],
+             "train.schedule.patience": 5}
+    spec = spec_of(tmp_path, with_patch((("search", "start_from"), [point])))
+    # the point is kept as written (plain values) and written back to study.yaml
+    assert spec.search.start_from == (point,)
+    again = load_space(write(tmp_path, spec.raw, "study.yaml"))
+    assert again.search == spec.search
+    # a key fixed by an override leaves the start points as it leaves the space
+    fixed = spec_of(tmp_path, with_patch((("search", "start_from"), [point])), ["train.lr=0.05"])
+    assert "train.lr" not in fixed.search.start_from[0]
+
+
+def test_load_space_start_from_checks_the_whole_config(tmp_path: Path) -> None:
+    doc = with_patch((("space", "model.lstm_units"), {"int": [2, 8]}),
+                     (("search", "start_from"), [{
+                         "train.optimizer": "adam", "train.lr": 0.01, "train.clip.mode": "none",
+                         "train.schedule.chunks": [1], "train.schedule.patience": 5,
+                         "model.lstm_units": 9}]))
+    # a value outside its int range is named with the point's index and the range
+    with pytest.raises(ConfigError, match=r"start_from\[0\]\.model\.lstm_units: got 9.*\[2, 8\]"):
+        spec_of(tmp_path, doc)
+
+
+# ---------------------------------------------------------------------------- the loader
+
+
+def test_load_space_empty_file_refused(tmp_path: Path) -> None:
+    # an empty file is refused: it would start a full-size default search
+    with pytest.raises(ConfigError, match="empty"):
+        load_space(write(tmp_path, ""))
+    # so is a file that searches nothing
+    with pytest.raises(ConfigError, match="space: searches nothing"):
+        load_space(write(tmp_path, {"train": {"max_epochs": 2}}))
+
+
+def test_load_space_duplicate_case_key_refused_with_lines(tmp_path: Path) -> None:
+    text = yaml.safe_dump(BASE, sort_keys=False).replace(
+        "  train.lr:", "  train.optimizer: {choice: [sgd]}\n  train.lr:", 1)
+    # a searched key written twice is refused with both line numbers (PyYAML keeps the last)
+    with pytest.raises(ConfigError, match=r"'train.optimizer' appears twice \(lines \d+ and \d+\)"):
+        load_space(write(tmp_path, text))
+
+
+def test_load_space_case_override_keeps_that_case_start_points(tmp_path: Path) -> None:
+    doc = ablation_doc()
+    doc["search"]["start_from"] = [
+        {"case": "adam-clip", "train.seed": 0, "train.schedule.chunks": [1],
+         "train.schedule.patience": 5},
+        {"case": "sgd-baseline", "train.seed": 1, "train.schedule.chunks": [4, 1],
+         "train.schedule.patience": 6}]
+    # a case grid's start points name a case; case=NAME keeps only that case's points
+    assert len(spec_of(tmp_path, doc).search.start_from) == 2
+    kept = spec_of(tmp_path, doc, ["case=sgd-baseline"]).search.start_from
+    assert [p["case"] for p in kept] == ["sgd-baseline"]

@@ -270,7 +270,7 @@ def make_tuner(p: Plan, callbacks: list):
     import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
-    from tuner.space import optuna_space, tune_space
+    from tuner.space import optuna_space, start_points, tune_space
     from tuner.trial import run_trial
 
     spec, search = p.spec, p.spec.search
@@ -280,18 +280,27 @@ def make_tuner(p: Plan, callbacks: list):
     if p.restore:
         return tune.Tuner.restore(str(Path(storage) / p.experiment), trainable=trainable,
                                   resume_unfinished=True, resume_errored=False)
-    searcher, param_space = None, {}
-    if search.algorithm == "optuna":
+    # Start points run once, first, in the study's first experiment only (not on --extend,
+    # nor when a killed first experiment is started again after Optuna already saw trials).
+    points = start_points(spec) if p.experiment == "search" else []
+    param_space: dict = {}
+    if not spec.uses_variant_generator:  # optuna, and random through Optuna's RandomSampler
         db = optuna.storages.RDBStorage(f"sqlite:///{p.study_dir / 'optuna.db'}")
+        if spec.name in optuna.study.get_all_study_names(db) and optuna.load_study(
+                study_name=spec.name, storage=db).trials:
+            points = []
+        sampler = "random" if search.algorithm == "random" else search.sampler
         searcher = OptunaSearch(space=optuna_space(spec.params), metric="objective",
-                                mode=search.mode, sampler=make_sampler(search.sampler, p.seed),
-                                study_name=spec.name, storage=db)
+                                mode=search.mode, sampler=make_sampler(sampler, p.seed),
+                                study_name=spec.name, storage=db,
+                                points_to_evaluate=points or None)
     else:
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         param_space = tune_space(spec)
         # Tune ignores max_concurrent_trials when it is handed a variant generator.
-        searcher = BasicVariantGenerator(random_state=p.seed, max_concurrent=search.max_concurrent)
+        searcher = BasicVariantGenerator(random_state=p.seed, max_concurrent=search.max_concurrent,
+                                         points_to_evaluate=points or None)
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     # Only the JSON results (read back for the tables) and progress.csv; no TensorBoard files.
@@ -301,8 +310,8 @@ def make_tuner(p: Plan, callbacks: list):
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=make_scheduler(spec, p.steps_per_epoch),
-            num_samples=p.num_samples,
-            max_concurrent_trials=search.max_concurrent if search.algorithm == "optuna" else None,
+            num_samples=p.num_samples + len(points),  # start points run in addition
+            max_concurrent_trials=None if spec.uses_variant_generator else search.max_concurrent,
             time_budget_s=search.time_budget_s, reuse_actors=True,
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
         run_config=tune.RunConfig(

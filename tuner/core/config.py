@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
+from tuner.core import yamlio
+from tuner.core.yamlio import short
 
 
 class ConfigError(ValueError):
@@ -283,7 +284,7 @@ SPACE_SECTIONS = ("name", "space", "search", "resources")
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}: got {value!r}; allowed: {allowed}")
+        raise ConfigError(f"{key}: got {short(value)}; allowed: {allowed}")
 
 
 def _plain(obj: Any) -> Any:
@@ -328,7 +329,8 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         return coerce(key, value, inner[0])
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key}: got {value!r}; allowed: one of {', '.join(map(str, args))}"
+            raise ConfigError(f"{key}: got {short(value)}; allowed: one of "
+                              f"{', '.join(map(str, args))}"
                               + (suggest(str(value), [str(a) for a in args])))
         return value
     if origin is tuple:
@@ -337,38 +339,30 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: got {value!r}; allowed: true or false")
+        raise ConfigError(f"{key}: got {short(value)}; allowed: true or false")
     if tp is int:
+        value = yamlio.number(value)
         if (isinstance(value, bool) or not isinstance(value, (int, float))
                 or not math.isfinite(value) or value != int(value)):
-            raise ConfigError(f"{key}: got {value!r}; allowed: an integer")
+            raise ConfigError(f"{key}: got {short(value)}; allowed: an integer")
         return int(value)
     if tp is float:
-        if isinstance(value, str):
-            value = _yaml11_float(value)
+        value = yamlio.number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: got {value!r}; allowed: a number")
+            raise ConfigError(f"{key}: got {short(value)}; allowed: a number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: got {value!r}; allowed: a string")
+            raise ConfigError(f"{key}: got {short(value)}; allowed: a string")
         return value
     raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover - schema bug
-
-
-def _yaml11_float(text: str) -> Any:
-    """PyYAML reads `1e-4` (no dot) as a string; accept it as the number everyone means."""
-    try:
-        return float(text) if text.strip().lower() not in ("nan", "inf", "-inf", "+inf") else text
-    except ValueError:
-        return text
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.')}: got {raw!r}; allowed: a mapping of keys")
+        raise ConfigError(f"{prefix.rstrip('.')}: got {short(raw)}; allowed: a mapping of keys")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
@@ -382,6 +376,18 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         else:
             kwargs[name] = coerce(f"{prefix}{name}", value, tp)
     return cls(**kwargs)
+
+
+def build(cls: type, raw: Any, prefix: str) -> Any:
+    """Any frozen config dataclass from plain data: keys known (nearest name suggested), values
+    coerced to their annotations, nested dataclasses built in turn, `__post_init__` checks run.
+    `prefix` ('search.') names the keys in messages. The search service builds its own sections
+    (search, scheduler, resources) with it, so there is one validator."""
+    return _build(cls, raw, prefix)
+
+
+check = _check
+"""check(ok, key, value, allowed): raise the one-line ConfigError unless ok."""
 
 
 def from_dict(raw: Mapping[str, Any] | None) -> Config:
@@ -412,15 +418,15 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
 def parse_override(text: str) -> tuple[str, Any]:
     """'train.lr=0.1' -> ('train.lr', 0.1); the value is parsed as YAML (never evaluated)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: allowed: key=value, e.g. train.lr=0.01")
+        raise ConfigError(f"override {short(text)}: allowed: key=value, e.g. train.lr=0.01")
     key, _, value = text.partition("=")
     key = key.strip()
     valid = list(leaf_keys())
     if key not in valid:
         raise ConfigError(f"override {key}: unknown key{suggest(key, valid)}")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
+        parsed = yamlio.load_text(value) if value.strip() else None
+    except yamlio.YamlError:
         parsed = value
     return key, parsed
 
@@ -435,20 +441,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML file that must hold a mapping, read with safe_load; errors name the file."""
+    """A YAML file that must hold a mapping (empty = {}), read by `yamlio`; errors name the file."""
     p = Path(path)
     try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read ({exc.__class__.__name__}: {exc})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}") from None
+        raw = yamlio.read_mapping(p)
+    except yamlio.YamlError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

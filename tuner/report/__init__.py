@@ -33,6 +33,7 @@ from tuner.report.markdown import (
     H_DIVERGED,
     H_EDGES,
     H_GRAD,
+    H_ANYTIME,
     H_IMPORTANCE,
     H_SEARCH,
     H_STUDY,
@@ -41,6 +42,6 @@ from tuner.report.markdown import (
 
 __all__ = [
     "H_ABLATION", "H_AXIS", "H_BEST", "H_CLAIMS", "H_CURVES", "H_DIVERGED", "H_EDGES", "H_GRAD",
-    "H_IMPORTANCE", "H_SEARCH", "H_STUDY", "H_SUMMARY", "ReportError", "StudyFiles",
+    "H_ANYTIME", "H_IMPORTANCE", "H_SEARCH", "H_STUDY", "H_SUMMARY", "ReportError", "StudyFiles",
     "load_study", "main", "make_report", "parameter_importance",
 ]

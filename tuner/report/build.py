@@ -13,11 +13,14 @@ from pathlib import Path
 import pandas as pd
 
 from tuner.core.atomic import atomic_write_text
+from tuner.report.anytime import anytime_curve, study_settings
+from tuner.report.anytime_plot import plot_study
 from tuner.report.axes import plot_axes, searched_keys
 from tuner.report.claims import AblationSetup, ablation_setup, claims_table
 from tuner.report.importance import parameter_importance, save_importance_plot
 from tuner.report.load import ReportError, StudyFiles, load_study, mapping
 from tuner.report.markdown import (
+    H_ANYTIME,
     H_AXIS,
     H_BEST,
     H_CURVES,
@@ -131,6 +134,31 @@ def gradients_section(study: StudyFiles, groups: list[Group], plots: Path) -> li
              "optimizer steps whose gradient was clipped."), ""]
 
 
+def anytime_section(study: StudyFiles, plots: Path) -> list[str]:
+    """Best objective so far against cumulative compute, one line per experiment, warm-start
+    points marked: how soon the search found what it found."""
+    settings = study_settings(study.meta)
+    if study.epochs.empty:
+        return [H_ANYTIME, "", "No per-epoch results to draw it from.", ""]
+    curve = anytime_curve(study.trials, study.epochs, settings["metric"], settings["mode"],
+                          settings["slots"], settings["warm_start"])
+    if curve["best"].notna().sum() == 0:
+        return [H_ANYTIME, "", f"No finite {settings['metric']} was recorded.", ""]
+    label = f"best {settings['metric']} so far"
+    for axis in ("timesteps", "seconds"):
+        plot_study(curve, plots / f"anytime_{axis}.png", axis=axis, ylabel=label)
+    best = curve["best"].dropna()
+    at = curve.loc[best.index[best == best.iloc[-1]][0]]
+    return [H_ANYTIME, "",
+            image("plots/anytime_timesteps.png", "best objective against time steps"), "",
+            image("plots/anytime_seconds.png", "best objective against training seconds"), "",
+            (f"The final best {settings['metric']} {fmt(best.iloc[-1])} was first reached after "
+             f"{at['timesteps'] / curve['timesteps'].iloc[-1]:.0%} of the study's time steps "
+             f"({fmt(at['timesteps'])} of {fmt(curve['timesteps'].iloc[-1])}); circles mark the "
+             "warm-start points (`search.start_from`). Epochs are ordered by when they ended "
+             "(replayed from each trial's epoch seconds on the study's concurrent slots)."), ""]
+
+
 def importance_section(study: StudyFiles, plots: Path) -> list[str]:
     """Parameter importance from trials.csv, naming the evaluator."""
     imp, why = parameter_importance(study)
@@ -164,6 +192,7 @@ def _report_lines(study: StudyFiles, plots: Path) -> list[str]:
         lines += [H_SEARCH, ""] + axis_section(study, plots) + edges_section(edges)
         lines += diverged_section(study, counts) + best_section(study, groups, plots)
         lines += gradients_section(study, groups, plots) + importance_section(study, plots)
+        lines += anytime_section(study, plots)
     return lines
 
 

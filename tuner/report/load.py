@@ -55,7 +55,7 @@ class StudyFiles:
         return case_column(self.trials) is not None
 
 
-_TEXT_COLUMNS = {"trial_id": str, "status": str, "case": str, "error": str}
+_TEXT_COLUMNS = {"trial_id": str, "status": str, "case": str, "error": str, "node": str, "device": str}
 _SPACE_SECTIONS = ("name", "data", "model", "train", "space", "search", "resources")
 """The sections of study.yaml that are the space file (the rest: command, versions, ...)."""
 
@@ -127,14 +127,7 @@ def _space_file(meta: dict[str, Any], notes: list[str]) -> tuple[dict[str, od.Ba
     except ConfigError as exc:
         notes.append(f"the space in study.yaml cannot be read ({exc}): no ranges or importance.")
         return {}, {}
-    dists: dict[str, od.BaseDistribution] = {}
-    for p in spec.params:
-        if p.values is not None:
-            dists[p.key] = od.CategoricalDistribution([_choice(v) for v in p.values])
-        elif p.kind == "int":
-            dists[p.key] = od.IntDistribution(int(p.low), int(p.high), log=p.log)
-        else:
-            dists[p.key] = od.FloatDistribution(float(p.low), float(p.high), log=p.log)
+    dists = {p.key: p.distribution for p in spec.params}
     keys = list(dict.fromkeys(k for c in spec.cases for k, _ in c.settings))
     defaults = Config().to_dict()
 

@@ -46,6 +46,7 @@ H_DIVERGED = "### Diverged trials"
 H_BEST = "### Best trials"
 H_GRAD = "### Gradient norms and clipping"
 H_IMPORTANCE = "### Parameter importance"
+H_ANYTIME = "### Anytime: best objective against compute"
 @dataclass
 class Counts:
     """How many trials ended how."""
@@ -193,6 +194,10 @@ def study_section(study: StudyFiles, ranking: pd.DataFrame, counts: Counts) -> l
         ("diverged", counts.diverged_share()),
         ("errors", str(counts.errors)),
     ]
+    where = study.trials.reindex(columns=["node", "device"]).dropna(how="all")
+    if len(where):
+        mix = where.fillna("?").astype(str).agg(" / ".join, axis=1).value_counts()
+        rows.append(("ran on (node / device: trials)", "; ".join(f"{k}: {n}" for k, n in mix.items())))
     if counts.unfinished:
         rows.append(("running or pending", str(counts.unfinished)))
     if search:
