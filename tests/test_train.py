@@ -49,13 +49,14 @@ def test_train_loss_falls_with_adam():
 
 
 def test_train_huge_lr_sgd_diverges_without_exception():
-    # Rule: a non-finite loss ends the run with status diverged and its epoch, never an exception.
+    # Rule: a non-finite loss (running, or the end-of-epoch train_loss) ends the run with status
+    # diverged and its epoch, never an exception.
     cfg = tiny(**{"train.optimizer": "sgd", "train.lr": 1e12, "train.max_epochs": 20,
                   "train.schedule.chunks": "[10]"})
     result = fit(cfg)
     assert result.status == "diverged"
     assert result.diverged_epoch == len(result.records)
-    assert result.records[-1]["train_loss_running"] == math.inf
+    assert result.records[-1]["train_loss"] == math.inf
     assert result.diverged_epoch < 20
 
 

@@ -408,16 +408,19 @@ def _finish_record(state: TrainingState, data: Prepared, partial: dict[str, Any]
     """An epoch's full record: `train_epoch`'s part, the eval-mode losses, the best model so far.
 
     Also steps the chunk schedule (on the running loss, as the article's Keras callback saw it)
-    and the best-model tracker (on val_loss, else train_loss). A diverged epoch is not
-    evaluated: its losses are +inf (val_loss NaN without a hold-out)."""
+    and the best-model tracker (on val_loss, else train_loss). An epoch diverged when its
+    running loss or its end-of-epoch train_loss is not finite; its train_loss and val_loss are
+    then +inf (val_loss NaN without a hold-out) and an epoch whose running loss blew up is not
+    evaluated."""
     start = time.perf_counter()
     held_out = data.val is not None
     diverged = not math.isfinite(partial["train_loss_running"])
     train_loss, val_loss = ((math.inf, math.inf if held_out else math.nan) if diverged
                             else evaluate_split(state.model, data))
-    if not math.isfinite(train_loss):  # weights gone non-finite in the epoch's last update
-        partial["train_loss_running"] = train_loss = math.inf
-        val_loss = math.inf if held_out else math.nan
+    if not math.isfinite(train_loss):
+        # The epoch's updates left weights whose outputs overflow: the run diverged at this
+        # epoch, although the running loss (measured before those updates) may be finite.
+        train_loss, val_loss = math.inf, math.inf if held_out else math.nan
     else:
         state.track_best(val_loss if held_out else train_loss)
         state.schedule.step(partial["train_loss_running"])
