@@ -83,7 +83,7 @@ def concurrent(k: int, epochs: int, cpus: int, timeout: float, device: str = "cu
         "train": {"optimizer": "sgd", "lr": LR, "momentum": 0.0, "max_epochs": epochs,
                   "device": device, "schedule": {"chunks": [100]}},
         "space": {"train.seed": {"grid": list(range(k))}},
-        "search": {"algorithm": "grid", "metric": "loss", "mode": "min",
+        "search": {"algorithm": "grid", "metric": "train_loss", "mode": "min",
                    "scheduler": {"type": "fifo"}, "max_concurrent": k,
                    "checkpoint_every": epochs, "max_failures": 0},
         "resources": {"cpu": 1, "gpu": round(1.0 / k, 6)},

@@ -105,7 +105,7 @@ def space_document(s: dict[str, int]) -> dict[str, Any]:
         "train": {"max_epochs": s["epochs"], "optimizer": OPTIMIZER, "lr": LR, "threads": 1,
                   "schedule": {"chunks": [s["chunks"]]}},
         "space": {"train.seed": {"grid": list(range(s["trials"]))}},
-        "search": {"algorithm": "grid", "metric": "loss", "mode": "min", "num_samples": 1,
+        "search": {"algorithm": "grid", "metric": "train_loss", "mode": "min", "num_samples": 1,
                    "scheduler": {"type": "fifo"}, "max_concurrent": CORES,
                    "checkpoint_every": s["checkpoint_every"], "max_failures": 0, "seed": 0},
         "resources": {"cpu": 1, "gpu": 0},
@@ -427,7 +427,7 @@ def run_search(space: Path, tmp: Path, ray_tmp: Path, k: int) -> dict[str, Any]:
     if len(trials) != k or bad:
         raise SystemExit(f"search: expected {k} completed trials, got "
                          f"{[(t['trial_id'], t['status']) for t in trials]}; log {log}")
-    per_seed = {int(float(t["seed"])): {"final_loss": float(t["final_loss"]),
+    per_seed = {int(float(t["seed"])): {"final_loss": float(t["train_loss"]),
                                         "seconds": float(t["seconds"]),
                                         "epochs": int(t["epochs"])} for t in trials}
     groups = sampler.by_label()
@@ -477,7 +477,7 @@ def worker(space: str, seeds: list[int], out: str) -> None:
         times = [r["epoch_time_s"] for r in result.records]
         gaps = [m - p - e for m, p, e in zip(marks, [t, *marks[:-1]], times)]
         trials.append({"seed": seed, "status": result.status, "epochs": len(result.records),
-                       "final_loss": result.final_loss, "train_time_s": result.state.train_time_s,
+                       "final_loss": result.final_train_loss, "train_time_s": result.state.train_time_s,
                        "fit_s": fit_s, "prepare_s": prepare_s, "first_gap_s": gaps[0],
                        "gap_s": statistics.median(gaps[1:]) if len(gaps) > 1 else math.nan,
                        "epoch_times": times})

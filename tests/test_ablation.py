@@ -44,12 +44,14 @@ def test_ablation_expands_to_settings_times_seeds():
         if threshold is not None:
             assert t.clip.threshold == threshold
         assert t.schedule.patience == 20 and t.max_epochs == 300
-        assert (cfg.data.n_series, cfg.data.length, cfg.data.window) == (15, 20000, 128)
+        assert (cfg.data.n_series, cfg.data.length, cfg.data.window) == (17, 20000, 128)
+        # 2 whole series held out: the article's 15 to train on, each at full length.
+        assert (cfg.data.val_series, cfg.data.val_fraction) == (2, 0.0)
 
 
 def test_ablation_reduced_scale_with_one_override_line():
     # Rule: the same file runs at laptop scale with overrides only; the settings do not change.
-    _, runs = _expand(["data.length=4000", "data.n_series=8", "train.max_epochs=150"])
+    _, runs = _expand(["data.length=4000", "data.n_series=10", "train.max_epochs=150"])
     assert len(runs) == 30
     assert {(c.data.length, c.data.n_series, c.train.max_epochs) for c, _ in runs} == {
-        (4000, 8, 150)}
+        (4000, 10, 150)}

@@ -217,6 +217,8 @@ ROWS = [
                  id="space-wrong-type-search"),
     pytest.param(space_row(_set("search/metric", "los"), "search.metric", "loss"),
                  id="space-unknown-metric"),
+    pytest.param(space_row(_set("search/metric", "loss"), "search.metric", "renamed 'train_loss'"),
+                 id="space-renamed-metric"),
     pytest.param(space_row(_set("space/train.optimizer", {"choice": []}),
                            "space.train.optimizer", "non-empty"), id="space-empty-choice"),
     pytest.param(space_row(_set("space/train.lr", {"loguniform": [0.1, 0.001]}),

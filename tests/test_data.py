@@ -237,6 +237,33 @@ def test_prepare_without_holdout_has_no_val() -> None:
     assert prep.val is None and prep.val_warmup == 0
 
 
+@pytest.mark.parametrize("kw,expected", [
+    ({}, (3, 3 * 399, 0, 0, 0, False)),
+    ({"val_fraction": 0.25}, (3, 3 * 299, 3, 3 * 100, 0, True)),
+    ({"val_series": 1}, (2, 2 * 399, 1, 399, 1, False)),
+    ({"val_fraction": 0.25, "val_series": 1}, (2, 2 * 299, 3, 2 * 100 + 399, 1, True)),
+])
+def test_prepare_split_counts_loss_steps(kw: dict, expected: tuple) -> None:
+    # Rule: split() states the series and loss-counted steps of each part, and val_covers_train
+    # is set exactly when the first validation rows are the training rows uncut (a tail).
+    prep = data.prepare(small_cfg(**kw))
+    s = prep.split()
+    assert (s["train_series"], s["train_steps"], s["val_series"], s["val_steps"],
+            s["val_whole_series"], prep.val_covers_train) == expected
+
+
+def test_data_constants_state_the_preset_periods_and_noise() -> None:
+    # Rule: the constants a report prints are the generator's own: two-modes periods 50 and 230
+    # steps and noise 0.1, overrides included; a file is named by its path.
+    c = data.data_constants(small_cfg())
+    assert (c["preset"], c["period_a"], c["period_b"], c["noise_std"]) == (
+        "two-modes", 50.0, 230.0, 0.1)
+    c = data.data_constants(small_cfg(freq_a=2 * math.pi / 1000, noise_std=0.2))
+    assert (c["period_a"], c["period_b"], c["noise_std"]) == (1000.0, 230.0, 0.2)
+    assert data.data_constants(small_cfg(path="prices.csv")) == {"source": "file",
+                                                                  "path": "prices.csv"}
+
+
 def test_prepare_constant_prices_do_not_divide_by_zero() -> None:
     # A zero std (constant prices) becomes 1 instead of producing NaN.
     prep = data.prepare_from([np.full(20, 5.0), np.full(20, 5.0)], small_cfg(window=4))

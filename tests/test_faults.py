@@ -216,7 +216,7 @@ def reference_losses(space: Path, params: dict[str, Any]) -> list[float]:
     """The losses of an uninterrupted run of the trial's config (1 thread, CPU), no Ray."""
     config, _ = resolve(load_space(space), params)
     train = dataclasses.replace(config.train, threads=1, device="cpu")
-    return [r["loss"] for r in fit(dataclasses.replace(config, train=train)).records]
+    return [r["train_loss_running"] for r in fit(dataclasses.replace(config, train=train)).records]
 
 
 # ================================================================ 1. a trial process dies
@@ -265,7 +265,7 @@ def test_trial_process_sigkilled_mid_trial_resumes_from_checkpoint(tmp_path):
 
     params = json.loads(next((study / "ray" / "search").glob("trial_*/params.json")).read_text())
     expected = reference_losses(space, params)
-    assert epochs["loss"].tolist() == pytest.approx(expected, rel=1e-6)
+    assert epochs["train_loss_running"].tolist() == pytest.approx(expected, rel=1e-6)
 
 
 # ================================================================ 2. the driver dies
@@ -446,7 +446,7 @@ def mixed_study(tmp_path_factory, ray_session):
 
     file: reads a CSV of prices that the driver validated and the test then deleted (before any
     trial started), so the trial raises ConfigError inside its worker; gen: generated data,
-    completes; diverge: SGD at lr 1e12, whose loss goes to inf at epoch 3 of 4."""
+    completes; diverge: SGD at lr 1e12, whose end-of-epoch loss goes to inf at epoch 2 of 4."""
     tmp = tmp_path_factory.mktemp("mixed")
     csv = tmp / "prices.csv"
     pd.DataFrame({"a": [100.0 + (i % 7) for i in range(300)],
@@ -502,8 +502,9 @@ def test_trial_exception_is_recorded_as_error_and_search_goes_on(mixed_study):
 
 @pytest.mark.ray
 def test_diverged_trial_is_inf_in_the_table_and_complete_in_optuna(mixed_study):
-    # Fault: SGD at lr 1e12: the loss overflows to inf at epoch 3.
-    # Rule: trials.csv says `diverged` with diverged_epoch 3 and objective +inf; Optuna
+    # Fault: SGD at lr 1e12: epoch 2's update leaves weights whose outputs overflow, so the
+    # end-of-epoch train_loss of epoch 2 is inf (the running loss would only see it in epoch 3).
+    # Rule: trials.csv says `diverged` with diverged_epoch 2 and objective +inf; Optuna
     # recorded the trial as COMPLETE with value inf (the worst value, so TPE learns that region
     # is bad; NaN would make Optuna FAIL it and learn nothing). The errored trial is FAIL.
     import optuna
@@ -511,10 +512,10 @@ def test_diverged_trial_is_inf_in_the_table_and_complete_in_optuna(mixed_study):
     _, study, trials, epochs = mixed_study
     rows = _by_case(trials)
     div = rows["diverge"]
-    assert div["status"] == "diverged" and div["diverged_epoch"] == 3
-    assert div["objective"] == math.inf and div["epochs"] == 3
+    assert div["status"] == "diverged" and div["diverged_epoch"] == 2
+    assert div["objective"] == math.inf and div["epochs"] == 2
     mine = epochs[epochs["trial_id"] == div["trial_id"]]
-    assert mine["loss"].tolist()[-1] == math.inf and mine["loss"].iloc[:-1].map(math.isfinite).all()
+    assert mine["train_loss"].tolist()[-1] == math.inf and mine["train_loss"].iloc[:-1].map(math.isfinite).all()
     assert trials["objective"].tolist()[0] != math.inf  # ranked best first, inf never first
 
     loaded = optuna.load_study(study_name="mixed", storage=f"sqlite:///{study / 'optuna.db'}")

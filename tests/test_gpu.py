@@ -33,7 +33,7 @@ SPACE = {
     "model": {"dense_units": 8, "lstm_units": 8},
     "train": {"max_epochs": 2},
     "space": {"train.lr": {"loguniform": [1.0e-3, 1.0e-1]}},
-    "search": {"algorithm": "optuna", "sampler": "random", "metric": "loss", "mode": "min",
+    "search": {"algorithm": "optuna", "sampler": "random", "metric": "train_loss", "mode": "min",
                "num_samples": 4, "scheduler": {"type": "fifo"}, "max_concurrent": 4,
                "time_budget_s": 120, "seed": 0, "checkpoint_every": 2, "max_failures": 0},
 }

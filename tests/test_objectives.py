@@ -13,26 +13,27 @@ import pytest
 
 from tuner import results
 from tuner.core import metrics
-from tuner.objectives import running_objective
+from tuner.objectives import OBJECTIVES, running_objective
 
 
 def _records(losses, seconds=None, val=None):
     seconds = seconds or [float(i + 1) for i in range(len(losses))]
-    return [{"loss": loss, "train_time_s": s, "timesteps": 100 * (i + 1),
-             "val_loss": (val[i] if val else math.nan)}
+    return [{"train_loss": loss, "train_loss_running": 9.0, "train_time_s": s,
+             "timesteps": 100 * (i + 1), "val_loss": (val[i] if val else math.nan)}
             for i, (loss, s) in enumerate(zip(losses, seconds))]
 
 
-def test_objective_loss_best_and_auc():
-    # Rule: loss is the last epoch's, best_loss the lowest so far, auc the mean so far.
+def test_objective_train_loss_best_and_auc():
+    # Rule: train_loss is the last epoch's end-of-epoch training loss (never the running one),
+    # best_train_loss the lowest so far, auc the mean train_loss so far.
     r = _records([3.0, 1.0, 2.0])
-    assert running_objective("loss", r, None) == 2.0
-    assert running_objective("best_loss", r, None) == 1.0
+    assert running_objective("train_loss", r, None) == 2.0
+    assert running_objective("best_train_loss", r, None) == 1.0
     assert running_objective("auc", r, None) == pytest.approx(2.0)
 
 
 def test_objective_time_to_target_in_seconds_or_timesteps():
-    # Rule: the first time (training seconds, or time steps) the loss reached the target;
+    # Rule: the first time (training seconds, or time steps) train_loss reached the target;
     # +inf until it does, so unreached trials rank last instead of failing.
     r = _records([3.0, 1.5, 0.9, 0.5], seconds=[0.5, 1.25, 2.0, 2.5])
     assert running_objective("time_to_target", r, 1.0) == 2.0
@@ -40,15 +41,28 @@ def test_objective_time_to_target_in_seconds_or_timesteps():
     assert running_objective("time_to_target", r[:2], 1.0) == math.inf
 
 
-def test_objective_val_loss_and_divergence():
-    # Rule: val_loss is the last validation loss (+inf when missing); a diverged last epoch
-    # makes every objective +inf.
-    r = _records([1.0, 0.8], val=[1.2, 0.9])
-    assert running_objective("val_loss", r, None) == 0.9
+def test_objective_val_loss_best_val_loss_and_divergence():
+    # Rule: val_loss is the last held-out loss, best_val_loss the best epoch's (the record's
+    # best_val_loss, else the lowest so far); +inf when missing; a diverged last epoch makes
+    # every objective +inf.
+    r = _records([1.0, 0.8, 0.7], val=[1.2, 0.9, 1.1])
+    assert running_objective("val_loss", r, None) == 1.1
+    assert running_objective("best_val_loss", r, None) == 0.9
+    r[-1]["best_val_loss"] = 1.2  # early_stopping.min_delta kept epoch 1 as the best
+    assert running_objective("best_val_loss", r, None) == 1.2
     assert running_objective("val_loss", _records([1.0]), None) == math.inf
-    blown = _records([1.0, math.inf])
-    for metric in ("loss", "best_loss", "auc", "val_loss"):
-        assert running_objective(metric, blown, None) == math.inf
+    assert running_objective("best_val_loss", _records([1.0]), None) == math.inf
+    blown = _records([1.0, math.inf], val=[1.0, 1.0])
+    for metric in OBJECTIVES:
+        assert running_objective(metric, blown, 0.5) == math.inf
+
+
+@pytest.mark.parametrize("old,new", [("loss", "train_loss"), ("best_loss", "best_train_loss")])
+def test_objective_old_names_refused_with_new_name(old, new):
+    # Rule: the names of version 0.1 are refused in one line that names the successor.
+    with pytest.raises(ValueError) as err:
+        running_objective(old, _records([1.0]), None)
+    assert f"renamed {new!r}" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_metrics_one_rule_for_a_diverged_run():
@@ -66,17 +80,21 @@ def test_metrics_one_rule_for_a_diverged_run():
     assert math.isnan(metrics.best_loss([])) and math.isnan(metrics.auc([]))
 
 
-@pytest.mark.parametrize("losses", [[3.0, 1.0, 2.0], [3.0, 1.0, math.inf]])
-def test_tables_and_objective_agree(losses):
-    # Rule: trials.csv's best_loss/final_loss/auc are the running objective's values for the
-    # same epochs (one definition: before, auc was the mean of finite losses in the table but
-    # +inf as an objective for a diverged trial).
-    records = [{"epoch": i + 1, **r} for i, r in enumerate(_records(losses))]
+@pytest.mark.parametrize("losses,val", [([3.0, 1.0, 2.0], None), ([3.0, 1.0, 2.0], [2.0, 1.5, 1.7]),
+                                        ([3.0, 1.0, math.inf], [2.0, 1.5, math.inf])])
+def test_tables_and_objective_agree(losses, val):
+    # Rule: trials.csv's loss columns are the running objective's values for the same epochs
+    # (one definition), a diverged trial's included; without a hold-out the held-out columns
+    # are NaN.
+    records = [{"epoch": i + 1, **r} for i, r in enumerate(_records(losses, val=val))]
     records[-1].update(trial_id="t1", seed=0, diverged=not math.isfinite(losses[-1]))
     trials, _ = results.tables([results.TrialLog("search", "t1", {}, records)], [])
     row = trials.iloc[0]
-    for column, metric in (("best_loss", "best_loss"), ("final_loss", "loss"), ("auc", "auc")):
-        assert row[column] == pytest.approx(running_objective(metric, records, None))
+    for column in ("train_loss", "best_train_loss", "auc", "val_loss", "best_val_loss"):
+        if val is None and column in ("val_loss", "best_val_loss"):
+            assert math.isnan(row[column])
+        else:
+            assert row[column] == pytest.approx(running_objective(column, records, None))
 
 
 def test_objectives_import_no_report_layer():

@@ -134,7 +134,7 @@ def ablation_study(path: Path, curves: dict[str, Curve], target_loss: float | No
                 "seed": seed,
             }
             trials.append(_trial_row(tid, rows, extra))
-    search = {"algorithm": "grid", "metric": "loss", "mode": "min", "num_samples": 1}
+    search = {"algorithm": "grid", "metric": "train_loss", "mode": "min", "num_samples": 1}
     if target_loss is not None:
         search["target_loss"] = target_loss
     meta = {
@@ -390,7 +390,7 @@ def plain_study(path: Path, n: int = 16) -> Path:
     meta = {
         "name": path.name,
         "space": SEARCH_SPACE,
-        "search": {"algorithm": "random", "metric": "loss", "mode": "min", "num_samples": n},
+        "search": {"algorithm": "random", "metric": "train_loss", "mode": "min", "num_samples": n},
         "command": f"python -m tuner.search search_spaces/lr.yaml --name {path.name}",
     }
     return write_study(path, trials, epochs, meta)
@@ -469,7 +469,7 @@ def _lever_study(path: Path) -> Path:
                                "train.seed": seed,
                                "objective": math.inf if div else level * (1 + 0.01 * seed)})
     meta = {"name": path.name, "space": {"case": {"grid": cases}, "train.seed": {"grid": [0, 1, 2]}},
-            "search": {"algorithm": "grid", "metric": "loss"}}
+            "search": {"algorithm": "grid", "metric": "train_loss"}}
     return write_study(path, trials, [], meta)
 
 

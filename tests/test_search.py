@@ -143,7 +143,7 @@ def test_search_pbt_runs_with_checkpoints(ray_session, tmp_path):
 
 
 def test_search_time_to_target_ranks_unreached_last(ray_session, tmp_path):
-    # Rule: the time_to_target objective is the training seconds until the loss first reached the
+    # Rule: the time_to_target objective is the training seconds until train_loss first reached the
     # target; trials that never get there rank last with +inf, not as errors.
     space = {"train.lr": {"choice": [1e-9, 0.05]}}
     path = write_space(tmp_path, space, {
@@ -157,11 +157,42 @@ def test_search_time_to_target_ranks_unreached_last(ray_session, tmp_path):
     frozen, moving = trials.iloc[0], trials.iloc[1]
     assert frozen["status"] == "completed" and math.isinf(frozen["objective"])
     mine = epochs[epochs["trial_id"] == moving["trial_id"]]
-    reached = mine[mine["loss"] <= 0.99]
+    reached = mine[mine["train_loss"] <= 0.99]
     assert len(reached), "the adam trial should reach the target on this tiny problem"
     assert moving["objective"] == pytest.approx(reached["train_time_s"].iloc[0])
     ranked = pd.read_csv(tmp_path / "results" / "t" / "trials.csv")
     assert ranked["trial_id"].iloc[0] == moving["trial_id"]
+
+
+def test_search_held_out_columns_early_stop_and_reference(ray_session, tmp_path):
+    # Rule: with a hold-out, trials.csv has val_loss, best_val_loss and best_epoch filled; a
+    # trial ended by train.early_stopping is `early_stopped` at its best epoch + patience, its
+    # objective best_val_loss is its best epoch's held-out loss; study.yaml states the data's
+    # constants, the split and both baselines.
+    path = write_space(tmp_path, {"train.seed": {"grid": [0, 1]}},
+                       {"algorithm": "grid", "metric": "best_val_loss",
+                        "scheduler": {"type": "fifo"}},
+                       train={"optimizer": "adam", "early_stopping": {"patience": 1,
+                                                                      "min_delta": 10.0}})
+    doc = yaml.safe_load(path.read_text())
+    doc["data"]["val_fraction"] = 0.25
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert run(path, tmp_path) == 0
+    study = tmp_path / "results" / "t"
+    trials, epochs = load_tables(study)
+    assert len(trials) == 2 and (trials["status"] == "early_stopped").all()
+    assert (trials["epochs"] == 2).all() and (trials["best_epoch"] == 1).all()
+    first = epochs[epochs["epoch"] == 1].set_index("trial_id")["val_loss"]
+    for row in trials.itertuples():
+        assert row.best_val_loss == pytest.approx(first[row.trial_id])
+        assert row.objective == pytest.approx(row.best_val_loss)
+        assert math.isfinite(row.val_loss) and math.isfinite(row.train_loss)
+    recorded = yaml.safe_load((study / "study.yaml").read_text())
+    assert recorded["data_constants"]["period_a"] == 50.0
+    assert recorded["split"]["train_steps"] == 3 * 149 and recorded["split"]["val_steps"] == 3 * 50
+    ridge = recorded["baselines"]["ridge"]
+    assert math.isfinite(ridge["val"]) and ridge["alpha"] >= 0
+    assert recorded["baselines"]["zero"]["train"] == pytest.approx(1.0, rel=1e-5)
 
 
 START = [{"train.optimizer": "adam", "train.lr": 0.0123, "train.schedule.chunks": [4, 1]},

@@ -639,6 +639,8 @@ INVALID = [
     ("time-to-target-no-target", [(("search", "metric"), "time_to_target")],
      "search.target_loss"),
     ("val-loss-no-holdout", [(("search", "metric"), "val_loss")], "search.metric"),
+    ("best-val-loss-no-holdout", [(("search", "metric"), "best_val_loss")], "search.metric"),
+    ("metric-renamed-loss", [(("search", "metric"), "loss")], "renamed 'train_loss'"),
     ("name-with-slash", [(("name",), "a/b")], "name"),
     ("name-dotdot", [(("name",), "..")], "name"),
     ("name-empty", [(("name",), "")], "name"),

@@ -15,7 +15,8 @@ import torch
 from tests.conftest import tiny
 from tuner.core.data import prepare
 from tuner.core.model import QNet
-from tuner.core.train import EPOCH_COLUMNS, chunk_bounds, fit, load_checkpoint, save_checkpoint
+from tuner.core.train import (EPOCH_COLUMNS, chunk_bounds, evaluate, fit, load_checkpoint,
+                              save_checkpoint)
 
 
 @pytest.mark.parametrize("steps,n", [(100, 1), (100, 3), (101, 7), (5, 5), (10, 100)])
@@ -32,10 +33,10 @@ def test_chunk_bounds_cover_every_step_once(steps, n):
 def test_train_same_seed_same_losses():
     # Rule: on CPU the same seed and config give the same losses, run after run.
     cfg = tiny(**{"train.optimizer": "adam", "model.noise_std": 0.1})
-    a = [r["loss"] for r in fit(cfg).records]
-    b = [r["loss"] for r in fit(cfg).records]
+    a = [r["train_loss_running"] for r in fit(cfg).records]
+    b = [r["train_loss_running"] for r in fit(cfg).records]
     assert a == b
-    c = [r["loss"] for r in fit(tiny(**{"train.optimizer": "adam", "train.seed": 1})).records]
+    c = [r["train_loss_running"] for r in fit(tiny(**{"train.optimizer": "adam", "train.seed": 1})).records]
     assert a != c
 
 
@@ -43,18 +44,19 @@ def test_train_loss_falls_with_adam():
     # Rule: on a small problem Adam lowers the epoch loss.
     cfg = tiny(**{"train.optimizer": "adam", "train.lr": 0.01, "train.max_epochs": 15,
                   "train.schedule.chunks": "[4]"})
-    losses = [r["loss"] for r in fit(cfg).records]
+    losses = [r["train_loss_running"] for r in fit(cfg).records]
     assert losses[-1] < 0.8 * losses[0]
 
 
 def test_train_huge_lr_sgd_diverges_without_exception():
-    # Rule: a non-finite loss ends the run with status diverged and its epoch, never an exception.
+    # Rule: a non-finite loss (running, or the end-of-epoch train_loss) ends the run with status
+    # diverged and its epoch, never an exception.
     cfg = tiny(**{"train.optimizer": "sgd", "train.lr": 1e12, "train.max_epochs": 20,
                   "train.schedule.chunks": "[10]"})
     result = fit(cfg)
     assert result.status == "diverged"
     assert result.diverged_epoch == len(result.records)
-    assert result.records[-1]["loss"] == math.inf
+    assert result.records[-1]["train_loss"] == math.inf
     assert result.diverged_epoch < 20
 
 
@@ -64,7 +66,7 @@ def test_train_epoch_loss_comparable_across_chunk_counts():
     losses = {}
     for n in (1, 3, 7):
         cfg = tiny(**{"train.lr": 1e-12, "train.max_epochs": 1, "train.schedule.chunks": f"[{n}]"})
-        losses[n] = fit(cfg).records[0]["loss"]
+        losses[n] = fit(cfg).records[0]["train_loss_running"]
     assert losses[3] == pytest.approx(losses[1], rel=1e-5)
     assert losses[7] == pytest.approx(losses[1], rel=1e-5)
 
@@ -128,8 +130,8 @@ def test_train_masked_loss_ignores_padding():
     short_b = type(short)(short.diffs, garbage, m, short.lengths, short.window)
     data_a = type(data)(**{**data.__dict__, "train": short_a})
     data_b = type(data)(**{**data.__dict__, "train": short_b})
-    la = [r["loss"] for r in fit(cfg, data=data_a).records]
-    lb = [r["loss"] for r in fit(cfg, data=data_b).records]
+    la = [r["train_loss_running"] for r in fit(cfg, data=data_a).records]
+    lb = [r["train_loss_running"] for r in fit(cfg, data=data_b).records]
     assert la == lb
 
 
@@ -161,7 +163,7 @@ RESUME_SCRIPT = textwrap.dedent("""
                   "train.clip.mode": "adaptive", "train.clip.warmup": 2,
                   "train.schedule.chunks": "[6, 3, 1]", "train.schedule.patience": 1})
     result = fit(cfg, checkpoint=load_checkpoint(sys.argv[1]))
-    print(json.dumps([r["loss"] for r in result.records]))
+    print(json.dumps([r["train_loss_running"] for r in result.records]))
 """)
 
 
@@ -170,7 +172,7 @@ def test_train_checkpoint_round_trip_in_fresh_process(tmp_path):
     cfg = tiny(**{"train.optimizer": "adam", "model.noise_std": 0.1, "train.max_epochs": 5,
                   "train.clip.mode": "adaptive", "train.clip.warmup": 2,
                   "train.schedule.chunks": "[6, 3, 1]", "train.schedule.patience": 1})
-    full = [r["loss"] for r in fit(cfg).records]
+    full = [r["train_loss_running"] for r in fit(cfg).records]
     path = tmp_path / "state.pt"
     fit(cfg, lambda r, s: save_checkpoint(s, path) if s.epoch == 3 else None)
     assert load_checkpoint(path)["epoch"] == 3
@@ -228,3 +230,115 @@ def test_train_core_imports_without_ray():
                          cwd=str(_root()))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "completed"
+
+
+@pytest.mark.parametrize("split", [{}, {"data.val_fraction": 0.25}, {"data.val_series": 1},
+                                   {"data.val_fraction": 0.25, "data.val_series": 1}])
+def test_train_eval_losses_equal_separate_evaluate(split):
+    # Rule: each record's train_loss is the end-of-epoch model on the training steps in eval mode
+    # (noise off, state from zero), i.e. a separate `evaluate` call on data.train, and val_loss is
+    # `evaluate` on data.val, whatever the split (the tail hold-out scores both in one pass).
+    cfg = tiny(**{"train.optimizer": "adam", "model.noise_std": 0.3,
+                  "train.schedule.chunks": "[4]", **split})
+    data = prepare(cfg.data)
+    seen = []
+    fit(cfg, lambda r, s: seen.append((r, evaluate(s.model, data.train),
+                                       evaluate(s.model, data.val) if data.val else math.nan)),
+        data=data)
+    for record, train_loss, val_loss in seen:
+        assert record["train_loss"] == pytest.approx(train_loss, rel=1e-6)
+        assert record["train_loss"] != record["train_loss_running"]
+        if data.val is None:
+            assert math.isnan(record["val_loss"]) and math.isnan(val_loss)
+        else:
+            assert record["val_loss"] == pytest.approx(val_loss, rel=1e-6)
+
+
+def test_train_loss_comparable_across_chunk_counts_after_training():
+    # Rule: with the same weights the end-of-epoch train_loss does not depend on N (it is the
+    # model as it stands, not an average over the epoch's updates), while the running loss does.
+    cfg = tiny(**{"train.optimizer": "adam", "train.max_epochs": 4})
+    result = fit(cfg)
+    data = prepare(cfg.data)
+    assert result.records[-1]["train_loss"] == pytest.approx(
+        evaluate(result.state.model, data.train), rel=1e-6)
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_train_early_stopping_restores_best_weights_bit_for_bit():
+    # Rule: after `patience` epochs without a held-out improvement larger than min_delta, the run
+    # ends `early_stopped` with the weights of its best epoch, tensor for tensor identical.
+    cfg = tiny(**{"train.optimizer": "adam", "train.max_epochs": 10, "data.val_fraction": 0.25,
+                  "train.early_stopping.patience": 2, "train.early_stopping.min_delta": 10.0})
+    at = {}
+
+    def keep(record, state):
+        at[record["epoch"]] = _weights(state.model)
+
+    result = fit(cfg, keep)
+    assert result.status == "early_stopped" and len(result.records) == 3
+    assert result.best_epoch == 1 and [r["best_epoch"] for r in result.records] == [1, 1, 1]
+    final = result.state.model.state_dict()
+    assert all(torch.equal(final[k], at[1][k]) for k in final)
+    assert not all(torch.equal(at[2][k], at[1][k]) for k in final)  # it did train on
+    assert result.best_val_loss == result.records[0]["val_loss"] == result.records[-1][
+        "best_val_loss"]
+
+
+def test_train_early_stopping_resumes_from_checkpoint(tmp_path):
+    # Rule: a checkpoint carries the best weights and the no-improvement counter, so a run
+    # resumed mid-way stops at the same epoch with the same weights as an uninterrupted one.
+    cfg = tiny(**{"train.optimizer": "adam", "train.max_epochs": 10, "data.val_fraction": 0.25,
+                  "train.early_stopping.patience": 3, "train.early_stopping.min_delta": 10.0})
+    whole = fit(cfg)
+    path = tmp_path / "state.pt"
+    fit(cfg, lambda r, s: save_checkpoint(s, path) if s.epoch == 2 else None)
+    resumed = fit(cfg, checkpoint=load_checkpoint(path))
+    assert resumed.status == whole.status == "early_stopped"
+    assert [r["epoch"] for r in resumed.records] == [1, 2, 3, 4]
+    a, b = resumed.state.model.state_dict(), whole.state.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    ({"train.early_stopping.patience": 3}, "needs a hold-out"),
+    ({"train.early_stopping.patience": 0, "data.val_fraction": 0.2}, "an integer >= 1"),
+])
+def test_train_early_stopping_config_rejected(overrides, expected):
+    # Rule: early stopping needs held-out data and a patience >= 1; otherwise one line that
+    # names the key and what is allowed.
+    from tuner.core.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        tiny(**overrides)
+    msg = str(err.value)
+    assert "train.early_stopping.patience" in msg and "\n" not in msg
+    assert ("hold-out" in msg) if expected == "needs a hold-out" else (expected in msg)
+
+
+def test_train_cli_prints_split_baselines_and_three_losses(tmp_path):
+    # Rule: `tuner.train --config seed_ablation.yaml --epochs 3` prints the split, both
+    # baselines and per epoch train_loss_running, train_loss and val_loss; --save-best writes the
+    # best epoch's weights, which equal the restored model's.
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "tuner.train", "--config", "search_spaces/seed_ablation.yaml",
+            "--epochs", "3", "--out", str(out), "--save-best", str(tmp_path / "best.pt"),
+            "data.n_series=4", "data.length=200", "data.window=8", "model.dense_units=4",
+            "model.lstm_units=4", "train.threads=1"]
+    done = subprocess.run(args, capture_output=True, text=True, cwd=str(_root()))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(ln.startswith("split: 2 training series, 398 training steps; held out: 398 steps "
+                             "(2 whole series)") for ln in lines)
+    assert any(ln.startswith("baselines") and "zero train 1.0000" in ln and "ridge" in ln
+               for ln in lines)
+    epochs = [ln for ln in lines if ln.startswith("epoch")]
+    assert len(epochs) == 3
+    assert all(k in ln for ln in epochs for k in ("train_loss_running", "train_loss ", "val_loss"))
+    frame = pd.read_csv(out / "epochs.csv")
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["epoch"] == frame["best_epoch"].iloc[-1]
+    assert best["value"] == pytest.approx(frame["val_loss"].min())

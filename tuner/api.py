@@ -7,7 +7,7 @@ and calls it, so a notebook and the command line run the same code and leave the
     study = tuner.run_search("search_spaces/smoke.yaml", smoke=True, dashboard=False)
     print(study.trials[["trial_id", "status", "objective"]])
     print(study.best_config["train"])
-    study.epochs.groupby("trial_id")["loss"].min()
+    study.epochs.groupby("trial_id")["val_loss"].min()
 
 Bad input raises `tuner.ConfigError` (one line: what is wrong, what is allowed) before anything
 is written; the command line turns it into that line and exit code 2.

@@ -4,7 +4,7 @@ Tables are rebuilt from what Tune wrote to disk (each trial's `result.json`, `er
 from live Ray objects, so they can be made again after a crash, and they are de-duplicated on
 (trial, epoch): after a hard kill and a restore, Tune re-runs the epochs since its last snapshot.
 Every file is written atomically (`tuner.core.atomic`), so a reader never sees half a CSV; the
-loss columns follow `tuner.core.metrics` (a diverged trial's best_loss, final_loss and auc are inf).
+loss columns follow `tuner.core.metrics` (a diverged trial's loss columns and auc are inf).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -37,12 +38,18 @@ __all__ = [
 
 RAY_DIR = "ray"
 """Tune's storage folder inside a study folder; one experiment per run of the search."""
-TRIAL_COLUMNS = ("trial_id", "experiment", "status", "seed", "objective", "best_loss",
-                 "final_loss", "auc", "epochs", "timesteps", "seconds", "diverged_epoch", "node",
-                 "device", "error")
-"""trials.csv columns; the searched keys are inserted after `status`. `node`: the IP of the
-Ray node the trial ran on; `device`: `cpu` or e.g. `cuda:0 (NVIDIA H200)` (empty when a trial
-failed before its first epoch)."""
+TRIAL_COLUMNS = ("trial_id", "experiment", "status", "seed", "objective", "train_loss",
+                 "best_train_loss", "val_loss", "best_val_loss", "best_epoch", "auc", "epochs",
+                 "timesteps", "seconds", "diverged_epoch", "node", "device", "error")
+"""trials.csv columns; the searched keys are inserted after `status`. `train_loss` and
+`val_loss` are the last epoch's (see tuner.core.metrics.EPOCH_COLUMNS), `best_train_loss` the
+lowest train_loss, `best_val_loss` the best epoch's held-out loss, `best_epoch` the epoch of the
+best model (lowest val_loss, else lowest train_loss), `auc` the mean train_loss. `node`: the IP
+of the Ray node the trial ran on; `device`: `cpu` or e.g. `cuda:0 (NVIDIA H200)` (empty when a
+trial failed before its first epoch). `status` `early_stopped`: ended before max_epochs by the
+scheduler (ASHA, ...) or by the run's own train.early_stopping."""
+
+
 def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
     """CSV with floats to 9 significant digits (float32 losses need no more; halves the size)."""
     atomic_write_text(path, frame.to_csv(index=False, float_format="%.9g"))
@@ -85,6 +92,8 @@ def _status(last: dict[str, Any] | None, error: str, live: str | None) -> str:
     scheduler; a trial whose results just stop (Ctrl-C, a killed driver) was interrupted."""
     if last is not None and last.get("diverged"):
         return "diverged"
+    if last is not None and last.get("early_stopped"):
+        return "early_stopped"
     if last is not None and last.get("finished"):
         return "completed"
     if live == "ERROR" or (live is None and error):
@@ -138,6 +147,19 @@ def _searched_value(log: TrialLog, key: str) -> Any:
     return ",".join(map(str, value)) if isinstance(value, list) else value
 
 
+def _held_out(last: dict[str, Any] | None, losses: np.ndarray, vals: np.ndarray) -> dict:
+    """{val_loss, best_val_loss}: NaN without a hold-out, +inf for a diverged run (the rule of
+    `tuner.core.metrics`), else the last one and the best epoch's as the run reported it."""
+    if not (~np.isnan(vals)).any():
+        return {"val_loss": math.nan, "best_val_loss": math.nan}
+    if metrics.diverged(losses):
+        return {"val_loss": math.inf, "best_val_loss": math.inf}
+    best = last.get("best_val_loss") if last else None
+    if not (isinstance(best, (int, float)) and math.isfinite(best)):
+        best = metrics.best_loss(vals[np.isfinite(vals)])
+    return {"val_loss": metrics.final_loss(vals), "best_val_loss": float(best)}
+
+
 def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, epochs) from trial logs: one row per trial, one per trial and epoch.
 
@@ -152,7 +174,8 @@ def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame,
         epochs.insert(0, "trial_id", log.trial_id)
         epoch_frames.append(epochs)
         last = results[-1] if results else None
-        losses = epochs["loss"].to_numpy(dtype=float)
+        losses = epochs["train_loss"].to_numpy(dtype=float)
+        vals = epochs["val_loss"].to_numpy(dtype=float)
         ended_itself = bool(last and (last.get("finished") or last.get("diverged")))
         row: dict[str, Any] = {"trial_id": log.trial_id, "experiment": log.experiment,
                                "status": _status(last, log.error, log.live)}
@@ -160,8 +183,10 @@ def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame,
         row.update(
             seed=last.get("seed") if last else None,
             objective=last.get("objective", math.nan) if last else math.nan,
-            best_loss=metrics.best_loss(losses),
-            final_loss=metrics.final_loss(losses),
+            train_loss=metrics.final_loss(losses),
+            best_train_loss=metrics.best_loss(losses),
+            **_held_out(last, losses, vals),
+            best_epoch=int(last["best_epoch"]) if last and last.get("best_epoch") else None,
             auc=metrics.auc(losses),
             epochs=int(epochs["epoch"].max()) if len(epochs) else 0,
             timesteps=int(last["timesteps"]) if last else 0,

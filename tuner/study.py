@@ -161,9 +161,19 @@ def _versions() -> dict[str, str]:
 
 def write_study_files(p: Plan, argv: list[str]) -> None:
     """study.yaml: the resolved space file, the command (`argv` of tuner.search) and versions."""
+    from tuner.core.baselines import describe, reference
     from tuner.results import atomic_write_yaml
+    from tuner.space import first_config
 
     doc = dict(p.spec.raw)
+    # The data, its split and both baselines, on the first trial's data: said once, kept.
+    try:
+        ref = reference(first_config(p.spec).data)
+        print("\n".join(describe(ref)), flush=True)
+    except (ConfigError, OSError) as exc:  # the trials will say it too; the search goes on
+        ref = {"baselines_error": str(exc)}
+        print(f"warning: no split or baselines ({exc})", file=sys.stderr, flush=True)
+    doc.update(ref)
     doc["command"] = shlex.join([sys.executable.rsplit("/", 1)[-1], "-m", "tuner.search", *argv])
     doc["versions"] = _versions()
     atomic_write_yaml(p.study_dir / "study.yaml", doc)
@@ -198,8 +208,8 @@ def summary(p: Plan, trials) -> str:
     import pandas as pd
 
     counts = trials["status"].value_counts().to_dict()
-    cols = ["trial_id", "status", *searched_keys(p.spec), "objective", "best_loss", "epochs",
-            "seconds"]
+    cols = ["trial_id", "status", *searched_keys(p.spec), "objective", "best_train_loss",
+            "best_val_loss", "best_epoch", "epochs", "seconds"]
     top = trials.sort_values("objective", ascending=p.spec.search.mode == "min").head(5)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         table = top[[c for c in cols if c in top]].to_string(index=False)

@@ -1,4 +1,7 @@
-"""`python -m tuner.train`: one training run of the core, no Ray (a thin command line over `fit`)."""
+"""`python -m tuner.train`: one training run of the core, no Ray (a thin command line over `fit`).
+
+At the start it prints the split and the two baselines (`tuner.core.baselines`), then per epoch
+the running training loss, the end-of-epoch training loss (eval mode) and the held-out loss."""
 
 from __future__ import annotations
 
@@ -10,20 +13,25 @@ from typing import Any
 
 from tuner.core import config as config_mod
 from tuner.core.atomic import atomic_write_text
+from tuner.core.baselines import describe, reference
 from tuner.core.config import ConfigError
 from tuner.core.data import prepare
-from tuner.core.train import EPOCH_COLUMNS, fit, resolve_device, save_checkpoint
+from tuner.core.train import (EPOCH_COLUMNS, fit, resolve_device, save_best_model,
+                              save_checkpoint)
 
 
 def _progress_line(r: dict[str, Any], max_epochs: int) -> str:
-    val = f"  val {r['val_loss']:.5g}" if math.isfinite(r["val_loss"]) else ""
-    return (f"epoch {r['epoch']:>4}/{max_epochs}  loss {r['loss']:.5g}{val}  N={r['chunks']:<4} "
-            f"stage {r['stage']}  |g| {r['grad_norm_mean']:.3g}  clipped {r['clip_fraction']:.0%}  "
-            f"{r['steps_per_s']:,.0f} steps/s  {r['epoch_time_s']:.2f} s")
+    val = f"  val_loss {r['val_loss']:.5g}" if math.isfinite(r["val_loss"]) else ""
+    return (f"epoch {r['epoch']:>4}/{max_epochs}  train_loss_running "
+            f"{r['train_loss_running']:.5g}  train_loss {r['train_loss']:.5g}{val}  "
+            f"N={r['chunks']:<4} stage {r['stage']}  |g| {r['grad_norm_mean']:.3g}  "
+            f"clipped {r['clip_fraction']:.0%}  {r['steps_per_s']:,.0f} steps/s  "
+            f"{r['epoch_time_s']:.2f} s (+{r['eval_time_s']:.2f} s eval)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tuner.train --config FILE.yaml [--epochs N] [--out DIR] [key=value ...]`."""
+    """`python -m tuner.train --config FILE.yaml [--epochs N] [--out DIR] [--save-best PATH]
+    [key=value ...]`."""
     import pandas as pd
 
     parser = argparse.ArgumentParser(prog="python -m tuner.train",
@@ -31,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML with sections data, model, train")
     parser.add_argument("--epochs", type=int, help="override train.max_epochs")
     parser.add_argument("--out", default="runs/train", help="folder for epochs.csv and model.pt")
+    parser.add_argument("--save-best", metavar="PATH",
+                        help="also save the best epoch's weights (lowest val_loss, else lowest "
+                             "train_loss) with its config to PATH")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. train.lr=0.001")
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
@@ -48,14 +59,22 @@ def main(argv: list[str] | None = None) -> int:
           f"{data.train.steps} steps, schedule {list(config.train.schedule.chunks)}, "
           f"{config.train.optimizer} lr {config.train.lr}, clip {config.train.clip.mode}; "
           f"targets standardised (scale {data.target_std:.4g})", flush=True)
+    for line in describe(reference(config.data, data)):
+        print(line, flush=True)
     result = fit(config, lambda r, s: print(_progress_line(r, config.train.max_epochs), flush=True),
                  data=data)
     frame = pd.DataFrame(result.records, columns=list(EPOCH_COLUMNS))
     atomic_write_text(out / "epochs.csv", frame.to_csv(index=False))
     save_checkpoint(result.state, out / "model.pt")
+    written = [out / "epochs.csv", out / "model.pt"]
+    if args.save_best and result.state.best_model is not None:
+        save_best_model(result.state, args.save_best)
+        written.append(Path(args.save_best))
     tail = f" at epoch {result.diverged_epoch}" if result.diverged_epoch else ""
-    print(f"{result.status}{tail}: best loss {result.best_loss:.5g}, final {result.final_loss:.5g}; "
-          f"wrote {out / 'epochs.csv'} and {out / 'model.pt'}")
+    held = (f"best val_loss {result.best_val_loss:.5g} at epoch {result.best_epoch}, "
+            if math.isfinite(result.best_val_loss) else "")
+    print(f"{result.status}{tail}: {held}best train_loss {result.best_train_loss:.5g}, "
+          f"final {result.final_train_loss:.5g}; wrote {', '.join(map(str, written))}")
     return 0
 
 

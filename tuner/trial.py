@@ -1,7 +1,8 @@
 """The Ray Tune trainable: one trial = `tuner.train.fit` + `tune.report` per epoch + checkpoints.
 
 The training core knows nothing of Ray; this module adapts it. Each epoch is reported with all
-per-epoch metrics plus the running `objective` the search minimises. A checkpoint goes with the
+per-epoch metrics (train_loss_running, train_loss, val_loss, best_val_loss, best_epoch, ...)
+plus the running `objective` the search minimises. A checkpoint goes with the
 report every `checkpoint_every` epochs and at the end, and a restarted trial (after a failure, a
 driver restore or a PBT exploit) continues from `tune.get_checkpoint()` exactly where it was.
 """
@@ -73,19 +74,18 @@ def run_trial(params: dict[str, Any], spec: SpaceFile) -> None:
     reported = []
 
     def on_epoch(record: dict[str, Any], state: TrainingState) -> None:
-        diverged = not math.isfinite(record["loss"])
-        finished = diverged or state.epoch >= max_epochs
-        metrics = {k: v for k, v in record.items() if k != "val_loss" or math.isfinite(v)}
+        diverged = not math.isfinite(record["train_loss"])
+        finished = diverged or state.early_stopped or state.epoch >= max_epochs
+        # NaN (no hold-out) is left out: Tune's searchers and schedulers choke on it.
+        metrics = {k: v for k, v in record.items() if not (isinstance(v, float) and math.isnan(v))}
         metrics.update(
             objective=running_objective(search.metric, state.records, search.target_loss,
                                         search.target_unit),
-            diverged=diverged, finished=finished, max_epochs=max_epochs,
-            target_std=data.target_std, seed=config.train.seed, params=used,
+            diverged=diverged, finished=finished, early_stopped=state.early_stopped,
+            max_epochs=max_epochs, target_std=data.target_std, seed=config.train.seed,
+            params=used,
         )
         metrics.update(where)
-        if diverged:
-            # ASHA never stops a NaN trial and Optuna fails it: report the worst value instead.
-            metrics["loss"] = math.inf
         reported.append(record["epoch"])
         if finished or state.epoch % search.checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as folder:

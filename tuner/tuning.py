@@ -35,8 +35,8 @@ def make_sampler(name: str, seed: int):
 
 
 def scheduler_metric(spec: SpaceFile) -> str:
-    """time_to_target is +inf until reached, useless for comparing trials mid-run: use loss."""
-    return "loss" if spec.search.metric == "time_to_target" else "objective"
+    """time_to_target is +inf until reached, useless for comparing trials mid-run: use train_loss."""
+    return "train_loss" if spec.search.metric == "time_to_target" else "objective"
 
 
 def make_scheduler(spec: SpaceFile, steps_per_epoch: int):
@@ -118,7 +118,8 @@ def make_tuner(p: Plan, callbacks: list):
             name=p.experiment, storage_path=storage, callbacks=callbacks,
             progress_reporter=tune.CLIReporter(
                 parameter_columns={k: k.rsplit(".", 1)[-1] for k in searched_keys(spec)},
-                metric_columns={"epoch": "epoch", "chunks": "N", "loss": "loss",
+                metric_columns={"epoch": "epoch", "chunks": "N", "train_loss": "train_loss",
+                                "val_loss": "val_loss",
                                 "objective": "objective"},
                 max_report_frequency=15, max_progress_rows=12),
             verbose=1,

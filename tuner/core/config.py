@@ -175,6 +175,27 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """Stop a run whose held-out loss has stopped improving, and keep its best weights.
+
+    Like Keras' ``EarlyStopping(monitor="val_loss", restore_best_weights=True)``: after
+    `patience` epochs in a row without a held-out loss below the best by more than `min_delta`,
+    the run ends with status ``early_stopped`` and the model's weights are those of its best
+    epoch. Needs a hold-out (``data.val_fraction`` or ``data.val_series``)."""
+
+    patience: int | None = None
+    """Epochs without improvement before stopping; None (the default) never stops early."""
+    min_delta: float = 0.0
+    """An epoch improves when its held-out loss is below the best by more than this."""
+
+    def __post_init__(self) -> None:
+        _check(self.patience is None or self.patience >= 1, "train.early_stopping.patience",
+               self.patience, "an integer >= 1 or null (off)")
+        _check(self.min_delta >= 0, "train.early_stopping.min_delta", self.min_delta,
+               "a number >= 0")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The optimizer, clipping, schedule and budget of one run."""
 
@@ -200,6 +221,7 @@ class TrainConfig:
     """AdaDelta's decay."""
     clip: ClipConfig = field(default_factory=ClipConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     max_epochs: int = 100
     """Epochs to train (one epoch = one pass over the whole length of every series)."""
     batch_series: int | None = None
@@ -245,6 +267,10 @@ class Config:
             _check(longest <= self.data.length, "train.schedule.chunks",
                    list(self.train.schedule.chunks),
                    f"chunk counts <= data.length = {self.data.length}")
+        held_out = self.data.val_fraction > 0 or self.data.val_series > 0
+        _check(self.train.early_stopping.patience is None or held_out,
+               "train.early_stopping.patience", self.train.early_stopping.patience,
+               "null unless there is a hold-out (data.val_fraction > 0 or data.val_series > 0)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists for tuples), the inverse of `from_dict`, YAML-safe."""

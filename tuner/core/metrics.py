@@ -17,11 +17,25 @@ from collections.abc import Iterable
 
 import numpy as np
 
-EPOCH_COLUMNS = ("epoch", "loss", "val_loss", "chunks", "stage", "lr", "grad_norm_mean",
-                 "grad_norm_max", "clip_fraction", "epoch_time_s", "steps_per_s", "timesteps",
+EPOCH_COLUMNS = ("epoch", "train_loss_running", "train_loss", "val_loss", "best_val_loss",
+                 "best_epoch", "chunks", "stage", "lr", "grad_norm_mean", "grad_norm_max",
+                 "clip_fraction", "epoch_time_s", "eval_time_s", "steps_per_s", "timesteps",
                  "updates", "train_time_s")
-"""The per-epoch record of a run (epochs.csv), in column order; `timesteps`, `updates` and
-`train_time_s` are cumulative."""
+"""The per-epoch record, in column order. The three losses (masked MSE, standardised units):
+
+- `train_loss_running`: the squared error summed over the epoch's training steps as the
+  optimizer met them (the weights change N times during the epoch; noise on), divided by their
+  number: what Keras prints. At N=100 it averages 100 different models, at N=1 it is measured
+  before the epoch's single update, so it does not compare across N.
+- `train_loss`: the model as it stands at the epoch's end, on the same training steps, eval mode
+  (noise off), state from zero: comparable across N and with `val_loss`.
+- `val_loss`: the same model on the held-out steps (NaN without a hold-out).
+
+`best_val_loss` is the `val_loss` of the best epoch so far, `best_epoch` that epoch: the lowest
+`val_loss` (lowest `train_loss` without a hold-out), where a new best must beat the old by more
+than `train.early_stopping.min_delta` (0 by default, then it is simply the lowest).
+`eval_time_s` is the time of the end-of-epoch evaluation, not counted in `epoch_time_s` or the
+cumulative `train_time_s`; `timesteps`, `updates`, `train_time_s` are cumulative."""
 
 
 def losses_array(values: Iterable[float]) -> np.ndarray:

@@ -32,13 +32,14 @@ from tuner.core.clipping import EpochClipStats, make_clipper
 from tuner.core.config import Config, ConfigError, TrainConfig
 from tuner.core.data import Prepared, SeriesSet, prepare
 from tuner.core import metrics
-from tuner.core.metrics import EPOCH_COLUMNS  # noqa: F401 - re-exported: the record's columns
+from tuner.core.metrics import EPOCH_COLUMNS  # also re-exported: the record's columns
 from tuner.core.model import QNet, State, detach_state
 from tuner.core.schedule import ChunkSchedule
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+"""2: records use the train_loss_running/train_loss/val_loss names and the best model rides along."""
 EVAL_CHUNK_STEPS = 4096
-"""Validation needs no gradient, so it runs in long chunks whatever N is (bounds memory only)."""
+"""Evaluation needs no gradient, so it runs in long chunks whatever N is (bounds memory only)."""
 
 
 
@@ -122,6 +123,25 @@ class TrainingState:
     updates: int = 0
     train_time_s: float = 0.0
     records: list[dict[str, Any]] = field(default_factory=list)
+    best_value: float = math.inf
+    """The lowest selection loss so far (`val_loss` with a hold-out, else `train_loss`)."""
+    best_epoch: int = 0
+    """The epoch that reached `best_value` (0: none yet)."""
+    best_model: dict[str, torch.Tensor] | None = None
+    """A copy of the model's weights at `best_epoch`."""
+    bad_epochs: int = 0
+    """Epochs in a row without improving `best_value` by more than early_stopping.min_delta."""
+    early_stopped: bool = False
+    """The run ended by early stopping (its weights were restored to `best_model`)."""
+
+    def track_best(self, value: float) -> None:
+        """Count an epoch's selection loss: a new best copies the weights, else one more bad epoch."""
+        min_delta = self.config.train.early_stopping.min_delta
+        if math.isfinite(value) and value < self.best_value - min_delta:
+            self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch, 0
+            self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.bad_epochs += 1
 
     def state_dict(self) -> dict[str, Any]:
         """A named checkpoint dict of tensors and plain values (loadable with weights_only=True)."""
@@ -140,13 +160,17 @@ class TrainingState:
             "updates": self.updates,
             "train_time_s": self.train_time_s,
             "records": [dict(r) for r in self.records],
+            "best": {"value": self.best_value, "epoch": self.best_epoch,
+                     "model": self.best_model, "bad_epochs": self.bad_epochs},
+            "early_stopped": self.early_stopped,
             "rng": rng,
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         """Restore from `state_dict()`; the current config's lr wins (PBT mutates it on exploit)."""
         if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint format {ckpt.get('format')!r} is not {CHECKPOINT_FORMAT}")
+            raise ValueError(f"checkpoint format {ckpt.get('format')!r} is not {CHECKPOINT_FORMAT} "
+                             "(written by an older version; start the run again)")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         for group in self.optimizer.param_groups:
@@ -158,6 +182,11 @@ class TrainingState:
         self.updates = int(ckpt["updates"])
         self.train_time_s = float(ckpt["train_time_s"])
         self.records = [dict(r) for r in ckpt["records"]]
+        best = ckpt["best"]
+        self.best_value, self.best_epoch = float(best["value"]), int(best["epoch"])
+        self.bad_epochs = int(best["bad_epochs"])
+        self.best_model = best["model"]
+        self.early_stopped = bool(ckpt["early_stopped"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         if "cuda" in ckpt["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
@@ -168,19 +197,32 @@ class Result:
     """What a run ends with; divergence is a status, never an exception."""
 
     status: str
-    """completed | diverged | stopped (the callback asked to stop)."""
+    """completed | diverged | early_stopped (held-out loss stalled for early_stopping.patience
+    epochs; best weights restored) | stopped (the callback asked to stop)."""
     records: list[dict[str, Any]]
     diverged_epoch: int | None
     state: TrainingState
 
     @property
-    def best_loss(self) -> float:
-        """Lowest loss; +inf for a diverged run (the rule of `tuner.core.metrics`)."""
-        return metrics.best_loss([r["loss"] for r in self.records])
+    def best_train_loss(self) -> float:
+        """The lowest end-of-epoch training loss (eval mode); +inf for a diverged run (the rule
+        of `tuner.core.metrics`)."""
+        return metrics.best_loss([r["train_loss"] for r in self.records])
 
     @property
-    def final_loss(self) -> float:
-        return metrics.final_loss([r["loss"] for r in self.records])
+    def final_train_loss(self) -> float:
+        return metrics.final_loss([r["train_loss"] for r in self.records])
+
+    @property
+    def best_val_loss(self) -> float:
+        """The best epoch's held-out loss (NaN without a hold-out or before a finite one)."""
+        value = self.records[-1]["best_val_loss"] if self.records else math.nan
+        return value if math.isfinite(value) else math.nan
+
+    @property
+    def best_epoch(self) -> int:
+        """The epoch of the best model (lowest val_loss, else lowest train_loss); 0 if none."""
+        return self.state.best_epoch
 
 
 EpochCallback = Callable[[dict[str, Any], TrainingState], Any]
@@ -195,6 +237,18 @@ def save_checkpoint(state: TrainingState, path: str | Path) -> None:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint without unpickling arbitrary objects (weights_only=True)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_best_model(state: TrainingState, path: str | Path) -> None:
+    """Write the best epoch's weights with the config that made them, atomically.
+
+    Load with ``QNet(window, n_actions, cfg.model).load_state_dict(torch.load(path,
+    weights_only=True)["model"])``; `epoch`/`value` say which epoch and selection loss."""
+    if state.best_model is None:
+        raise ValueError("no best model yet: no epoch ended with a finite loss")
+    best = {"format": CHECKPOINT_FORMAT, "config": state.config.to_dict(),
+            "model": state.best_model, "epoch": state.best_epoch, "value": state.best_value}
+    atomic_write(path, lambda fh: torch.save(best, fh))
 
 
 def new_state(config: Config, n_inputs: int, n_actions: int, device: torch.device) -> TrainingState:
@@ -225,9 +279,9 @@ def _masked_sq_error(q: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None
 def train_epoch(state: TrainingState, data: SeriesSet) -> dict[str, Any]:
     """One pass over every series at the schedule's current N; returns the partial record.
 
-    The epoch loss is the squared error summed over every real step of the epoch divided by
-    their number, so it is comparable whatever N is. A non-finite loss or gradient norm stops
-    the epoch before the optimizer applies it, and the record's loss is +inf."""
+    `train_loss_running` is the squared error summed over every real step of the epoch (as the
+    optimizer met them) divided by their number. A non-finite loss or gradient norm stops the
+    epoch before the optimizer applies it, and `train_loss_running` is +inf."""
     model, opt, clipper = state.model, state.optimizer, state.clipper
     model.train()
     n = state.schedule.chunks
@@ -271,26 +325,58 @@ def train_epoch(state: TrainingState, data: SeriesSet) -> dict[str, Any]:
         loss = math.inf
     state.timesteps += real_steps
     state.train_time_s += elapsed
-    return {"loss": loss, "chunks": n, "stage": state.schedule.stage, **stats.summary(),
+    return {"train_loss_running": loss, "chunks": n, "stage": state.schedule.stage, **stats.summary(),
             "epoch_time_s": elapsed, "steps_per_s": real_steps / elapsed if elapsed > 0 else 0.0}
 
 
 @torch.no_grad()
+def _eval_pass(model: QNet, data: SeriesSet,
+               prefix: SeriesSet | None = None) -> tuple[float, float]:
+    """(MSE over `data`'s mask, MSE over `prefix`'s mask) from a reset state, noise off.
+
+    `prefix` (or None) holds the first rows of `data` cut to its own steps, with the same inputs
+    there: a tail hold-out's training rows. One forward pass then scores both sets, since the
+    state warmed over a validation row's training part is the training row's own pass."""
+    was_training = model.training
+    model.eval()
+    hidden: State | None = None
+    sq = torch.zeros((), device=data.targets.device)
+    sq_prefix = torch.zeros((), device=data.targets.device)
+    for a, b in chunk_bounds(data.steps, max(1, math.ceil(data.steps / EVAL_CHUNK_STEPS))):
+        q, hidden = model(data.inputs(a, b), hidden)
+        sq += _masked_sq_error(q, data.targets[:, a:b], data.mask[:, a:b])
+        if prefix is not None and a < prefix.steps:
+            c, rows = min(b, prefix.steps), prefix.n_series
+            sq_prefix += _masked_sq_error(q[:rows, : c - a], prefix.targets[:, a:c],
+                                          prefix.mask[:, a:c])
+    model.train(was_training)
+
+    def mean(total: torch.Tensor, s: SeriesSet | None) -> float:
+        count = 0 if s is None else int(s.mask.sum()) * s.targets.shape[-1]
+        return float(total) / count if count else math.nan
+
+    return mean(sq, data), mean(sq_prefix, prefix)
+
+
 def evaluate(model: QNet, data: SeriesSet) -> float:
     """MSE over the masked-in steps of `data`, from a reset state, noise off.
 
     For a tail hold-out the mask is off over the training part, which still runs first to warm
     the state, so validation never inherits the training loop's state."""
-    was_training = model.training
-    model.eval()
-    hidden: State | None = None
-    sq = torch.zeros((), device=data.targets.device)
-    for a, b in chunk_bounds(data.steps, max(1, math.ceil(data.steps / EVAL_CHUNK_STEPS))):
-        q, hidden = model(data.inputs(a, b), hidden)
-        sq += _masked_sq_error(q, data.targets[:, a:b], data.mask[:, a:b])
-    model.train(was_training)
-    count = int(data.mask.sum()) * data.targets.shape[-1]
-    return float(sq) / count if count else math.nan
+    return _eval_pass(model, data)[0]
+
+
+def evaluate_split(model: QNet, data: Prepared) -> tuple[float, float]:
+    """(train_loss, val_loss) of the model as it stands: eval mode, state from zero.
+
+    With a tail hold-out both come from one pass over the validation rows (see `_eval_pass`);
+    `val_loss` is NaN without a hold-out."""
+    if data.val is None:
+        return evaluate(model, data.train), math.nan
+    if data.val_covers_train:
+        val_loss, train_loss = _eval_pass(model, data.val, data.train)
+        return train_loss, val_loss
+    return evaluate(model, data.train), evaluate(model, data.val)
 
 
 def fit(config: Config, on_epoch: EpochCallback | None = None,
@@ -318,29 +404,58 @@ def fit(config: Config, on_epoch: EpochCallback | None = None,
             torch.set_flush_denormal(False)
 
 
+def _finish_record(state: TrainingState, data: Prepared, partial: dict[str, Any]) -> dict[str, Any]:
+    """An epoch's full record: `train_epoch`'s part, the eval-mode losses, the best model so far.
+
+    Also steps the chunk schedule (on the running loss, as the article's Keras callback saw it)
+    and the best-model tracker (on val_loss, else train_loss). An epoch diverged when its
+    running loss or its end-of-epoch train_loss is not finite; its train_loss and val_loss are
+    then +inf (val_loss NaN without a hold-out) and an epoch whose running loss blew up is not
+    evaluated."""
+    start = time.perf_counter()
+    held_out = data.val is not None
+    diverged = not math.isfinite(partial["train_loss_running"])
+    train_loss, val_loss = ((math.inf, math.inf if held_out else math.nan) if diverged
+                            else evaluate_split(state.model, data))
+    if not math.isfinite(train_loss):
+        # The epoch's updates left weights whose outputs overflow: the run diverged at this
+        # epoch, although the running loss (measured before those updates) may be finite.
+        train_loss, val_loss = math.inf, math.inf if held_out else math.nan
+    else:
+        state.track_best(val_loss if held_out else train_loss)
+        state.schedule.step(partial["train_loss_running"])
+    record = {
+        "epoch": state.epoch, **partial, "train_loss": train_loss, "val_loss": val_loss,
+        "best_val_loss": state.best_value if held_out else math.nan,
+        "best_epoch": state.best_epoch, "eval_time_s": time.perf_counter() - start,
+        "lr": state.optimizer.param_groups[0]["lr"], "timesteps": state.timesteps,
+        "updates": state.updates, "train_time_s": state.train_time_s,
+    }
+    return {k: record[k] for k in EPOCH_COLUMNS}
+
+
 def _train(state: TrainingState, data: Prepared, on_epoch: EpochCallback | None) -> Result:
     """The epoch loop of `fit`, from wherever `state` stands."""
     tc = state.config.train
+    patience = tc.early_stopping.patience
     status, diverged_epoch = "completed", None
-    while state.epoch < tc.max_epochs:
-        record = train_epoch(state, data.train)
+    while state.epoch < tc.max_epochs and not state.early_stopped:
+        partial = train_epoch(state, data.train)
         state.epoch += 1
-        record = {
-            "epoch": state.epoch, **record,
-            "val_loss": evaluate(state.model, data.val) if data.val is not None else math.nan,
-            "lr": state.optimizer.param_groups[0]["lr"], "timesteps": state.timesteps,
-            "updates": state.updates, "train_time_s": state.train_time_s,
-        }
-        record = {k: record[k] for k in EPOCH_COLUMNS}
+        record = _finish_record(state, data, partial)
         state.records.append(record)
-        if not math.isfinite(record["loss"]):
+        if not math.isfinite(record["train_loss"]):
             status, diverged_epoch = "diverged", state.epoch
-        else:
-            state.schedule.step(record["loss"])
+        elif patience is not None and state.bad_epochs >= patience and state.best_model is not None:
+            # Restored before the callback runs, so its last checkpoint holds the best weights.
+            state.model.load_state_dict(state.best_model)
+            state.early_stopped = True
         stop = on_epoch(record, state) if on_epoch is not None else False
-        if status == "diverged":
+        if status == "diverged" or state.early_stopped:
             break
         if stop:
             status = "stopped"
             break
+    if state.early_stopped:  # also when resumed from an early-stopped run's last checkpoint
+        status = "early_stopped"
     return Result(status, state.records, diverged_epoch, state)

@@ -17,6 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from tuner.objectives import HELD_OUT_OBJECTIVES
 from tuner.core import config as cfg
 from tuner.core import yamlio
 from tuner.core.config import Config, ConfigError
@@ -293,11 +294,11 @@ class _Loader(Checker):
                 build_config(self.source, tree_with(base, cases, assignment(params, forced)))
 
     def check_with_config(self, first: Config, search: SearchSpec) -> None:
-        if search.metric == "val_loss" and not (first.data.val_fraction > 0
-                                                or first.data.val_series > 0):
-            self.fail("search.metric", "val_loss needs held-out data, and data.val_fraction "
-                      "and data.val_series are 0",
-                      "data.val_fraction > 0 or data.val_series > 0 with val_loss")
+        if search.metric in HELD_OUT_OBJECTIVES and not (first.data.val_fraction > 0
+                                                         or first.data.val_series > 0):
+            self.fail("search.metric", f"{search.metric} needs held-out data, and "
+                      "data.val_fraction and data.val_series are 0",
+                      f"data.val_fraction > 0 or data.val_series > 0 with {search.metric}")
 
 
 class StartPoints(Checker):

@@ -16,6 +16,7 @@ from typing import Any, Literal, Mapping
 from tuner.core import config as cfg
 from tuner.core.config import ConfigError, check, suggest
 from tuner.core.yamlio import short
+from tuner.objectives import OBJECTIVES, renamed_hint
 
 SCHEDULER_KEYS: dict[str, tuple[str, ...]] = {
     "fifo": (),
@@ -71,8 +72,10 @@ class SearchSpec:
     or grid (Tune's variant generator, every `choice` expanded as a grid)."""
     sampler: Literal["tpe", "qmc", "random", "cmaes", "gp"] = "tpe"
     """Optuna sampler: tpe, qmc, random, cmaes or gp (only used with algorithm optuna)."""
-    metric: Literal["loss", "best_loss", "val_loss", "auc", "time_to_target"] = "loss"
-    """The objective: loss, best_loss, val_loss, auc or time_to_target."""
+    metric: Literal["train_loss", "best_train_loss", "val_loss", "best_val_loss", "auc",
+                    "time_to_target"] = "train_loss"
+    """The objective (`tuner.objectives.OBJECTIVES`): train_loss, best_train_loss, val_loss,
+    best_val_loss, auc or time_to_target."""
     mode: Literal["min", "max"] = "min"
     """min or max."""
     target_loss: float | None = None
@@ -163,6 +166,9 @@ def parse_search(raw: Mapping[str, Any]) -> tuple[SearchSpec, Any]:
 
     Start points are checked against the searched params (see `format`), hence returned raw."""
     raw = dict(raw)
+    if isinstance(raw.get("metric"), str) and renamed_hint(raw["metric"]):
+        raise ConfigError(f"search.metric: {renamed_hint(raw['metric'])}; allowed: "
+                          f"{', '.join(OBJECTIVES)}")
     start_from = raw.pop("start_from", None)
     if raw.get("algorithm") == "grid" and "num_samples" not in raw:
         raw["num_samples"] = 1  # a grid is run num_samples times over: one pass unless asked
