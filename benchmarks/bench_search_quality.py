@@ -71,8 +71,9 @@ from tuner.report.anytime import best_at, compute_to_reach, study_curve  # noqa:
 from tuner.report.anytime_plot import plot_strategies  # noqa: E402
 from tuner.results import read_logs  # noqa: E402
 
-SEARCH_METRIC = "val_loss"
-"""What the strategies optimise (and ASHA ranks); switch to best_val_loss once it exists."""
+SEARCH_METRIC = "best_val_loss"
+"""What the strategies optimise and ASHA ranks (full.yaml's objective): the lowest held-out loss
+so far, which early stopping keeps and which is less noisy than the last epoch's."""
 CURVE_METRIC = "best_val_loss"
 """The curve: the lowest held-out loss of any epoch so far (the model early stopping keeps)."""
 ARTICLE_BEST = {"train.optimizer": "adam", "train.lr": 0.01, "train.clip.mode": "norm",
@@ -137,6 +138,7 @@ def strategy_space(scale: Scale, sampler: str, warm: bool, seed: int, steps_per_
                  grace_period=float(scale.grace_epochs * steps_per_epoch), max_t=None)
     doc["search"].update(algorithm="optuna", sampler=sampler, seed=seed, num_samples=1000,
                          scheduler=sched, time_budget_s=None)
+    doc["search"].pop("start_from", None)  # full.yaml's own warm start: only for (d)
     if warm:
         doc["search"]["start_from"] = [dict(ARTICLE_BEST), dict(PLAIN_ADAM)]
     return doc

@@ -17,7 +17,7 @@ def _epochs(trial_id: str, values, steps: int = 100, seconds: float = 1.0, val=N
     """epochs.csv rows of one trial: `values` are the training losses, one per epoch."""
     n = len(values)
     return pd.DataFrame({
-        "trial_id": trial_id, "epoch": range(1, n + 1), "loss": values,
+        "trial_id": trial_id, "epoch": range(1, n + 1), "train_loss": values,
         "val_loss": val if val is not None else [math.nan] * n,
         "epoch_time_s": [seconds] * n, "timesteps": [steps * (i + 1) for i in range(n)],
         "updates": range(1, n + 1), "train_time_s": [seconds * (i + 1) for i in range(n)]})
@@ -31,7 +31,7 @@ def test_anytime_curve_monotone_and_correct_at_known_points():
     # Rule: the best value never gets worse, and equals the lowest value among rows ended so far.
     trials = _trials(("a_00000", "search"), ("a_00001", "search"))
     epochs = pd.concat([_epochs("a_00000", [1.0, 0.8, 0.9]), _epochs("a_00001", [0.95, 0.5, 0.6])])
-    curve = anytime_curve(trials, epochs, "loss", slots=1)
+    curve = anytime_curve(trials, epochs, "train_loss", slots=1)
     # One worker: trial 0's three epochs, then trial 1's.
     assert list(curve["trial_id"]) == ["a_00000"] * 3 + ["a_00001"] * 3
     assert list(curve["best"]) == [1.0, 0.8, 0.8, 0.8, 0.5, 0.5]
@@ -55,7 +55,7 @@ def test_anytime_curve_orders_concurrent_trials_by_epoch_end():
     epochs = pd.concat([_epochs("a_00000", [1.0, 0.9], seconds=1.0),
                         _epochs("a_00001", [0.7, 0.6, 0.5], seconds=1.5),
                         _epochs("a_00002", [0.4], seconds=0.2)])
-    curve = anytime_curve(trials, epochs, "loss", slots=2)
+    curve = anytime_curve(trials, epochs, "train_loss", slots=2)
     # Ends: a0 at 1, 2; a1 at 1.5, 3, 4.5; a2 starts at 2 (a0's worker) and ends at 2.2.
     order = list(zip(curve["trial_id"], curve["epoch"]))
     assert order == [("a_00000", 1), ("a_00001", 1), ("a_00000", 2), ("a_00002", 1),
@@ -63,7 +63,7 @@ def test_anytime_curve_orders_concurrent_trials_by_epoch_end():
     assert list(curve["best"]) == [1.0, 0.7, 0.7, 0.4, 0.4, 0.4]
     # A wall_time column, when present, decides the order instead of the replay.
     epochs = epochs.assign(wall_time=[5, 6, 1, 2, 3, 0.5])
-    curve = anytime_curve(trials, epochs, "loss", slots=2)
+    curve = anytime_curve(trials, epochs, "train_loss", slots=2)
     assert list(curve["trial_id"])[:2] == ["a_00002", "a_00001"]
     assert curve["best"].iloc[0] == 0.4
 
@@ -74,7 +74,7 @@ def test_anytime_curve_diverged_and_missing_values_spend_compute_without_improvi
     trials = _trials(("a_00000", "search"), ("a_00001", "search"))
     epochs = pd.concat([_epochs("a_00000", [math.inf, math.nan]),
                         _epochs("a_00001", [0.9, math.inf, math.nan, 0.95])])
-    curve = anytime_curve(trials, epochs, "loss", slots=1)
+    curve = anytime_curve(trials, epochs, "train_loss", slots=1)
     assert curve["best"].iloc[:2].isna().all()
     assert list(curve["best"].iloc[2:]) == [0.9, 0.9, 0.9, 0.9]
     assert curve["timesteps"].iloc[-1] == 600
@@ -99,7 +99,7 @@ def test_anytime_curve_experiments_follow_each_other_and_warm_points_flagged():
                      ("b_00001", "extend-1"))
     epochs = pd.concat([_epochs("a_00000", [0.5]), _epochs("a_00001", [0.6]),
                         _epochs("b_00000", [0.7]), _epochs("b_00001", [0.4])])
-    curve = anytime_curve(trials, epochs, "loss", slots=2, warm_start=1)
+    curve = anytime_curve(trials, epochs, "train_loss", slots=2, warm_start=1)
     assert list(curve["experiment"]) == ["search", "search", "extend-1", "extend-1"]
     assert list(curve["timesteps"]) == [100, 200, 300, 400]
     assert list(curve["best"]) == [0.5, 0.5, 0.5, 0.4]
@@ -110,7 +110,7 @@ def test_anytime_creation_order_from_trial_index_not_text():
     # Rule: trials start in Tune's creation order (the numeric suffix), so a_00010 follows a_00002.
     trials = _trials(("a_00010", "search"), ("a_00002", "search"))
     epochs = pd.concat([_epochs("a_00010", [0.1]), _epochs("a_00002", [0.2])])
-    curve = anytime_curve(trials, epochs, "loss", slots=1)
+    curve = anytime_curve(trials, epochs, "train_loss", slots=1)
     assert list(curve["trial_id"]) == ["a_00002", "a_00010"]
 
 
@@ -138,9 +138,9 @@ def test_band_median_and_range_over_repeats():
     # Rule: at each compute the band is the median / min / max of the repeats' best so far; a
     # repeat that ended keeps its last best.
     t = _trials(("a_00000", "search"))
-    fast = anytime_curve(t, _epochs("a_00000", [0.5, 0.4]), "loss")
-    slow = anytime_curve(t, _epochs("a_00000", [0.9, 0.8, 0.7]), "loss")
-    mid = anytime_curve(t, _epochs("a_00000", [0.6, 0.6, 0.6]), "loss")
+    fast = anytime_curve(t, _epochs("a_00000", [0.5, 0.4]), "train_loss")
+    slow = anytime_curve(t, _epochs("a_00000", [0.9, 0.8, 0.7]), "train_loss")
+    mid = anytime_curve(t, _epochs("a_00000", [0.6, 0.6, 0.6]), "train_loss")
     b = band([fast, slow, mid], np.array([50.0, 100.0, 300.0]))
     assert b["median"].isna().iloc[0]
     assert list(b["median"].iloc[1:]) == [0.6, 0.6]

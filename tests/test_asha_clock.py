@@ -11,7 +11,7 @@ from benchmarks.asha_clock import clock_table, halve, recommend, signal
 def _curve(trial_id, val, train=None, updates_per_epoch=1, steps=100, seconds=1.0):
     n = len(val)
     return pd.DataFrame({"trial_id": trial_id, "epoch": np.arange(1, n + 1), "val_loss": val,
-                         "loss": train if train is not None else val,
+                         "train_loss": train if train is not None else val,
                          "timesteps": steps * np.arange(1, n + 1),
                          "train_time_s": seconds * np.arange(1, n + 1),
                          "updates": updates_per_epoch * np.arange(1, n + 1)})

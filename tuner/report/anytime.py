@@ -28,10 +28,10 @@ import pandas as pd
 import yaml
 
 # The one place that names epochs.csv columns (switch here when the columns are renamed).
-EPOCH_VALUE = {"loss": "loss", "best_loss": "loss", "val_loss": "val_loss",
-               "best_val_loss": "val_loss"}
+EPOCH_VALUE = {"train_loss": "train_loss", "best_train_loss": "train_loss",
+               "val_loss": "val_loss", "best_val_loss": "val_loss"}
 """Objective -> the per-epoch column whose running best is that objective's anytime value."""
-TRAIN_LOSS, VAL_LOSS = "loss", "val_loss"
+TRAIN_LOSS, VAL_LOSS = "train_loss", "val_loss"
 """The per-epoch training loss (a smoothed version ranks trials) and held-out loss columns."""
 TIMESTEPS, SECONDS, UPDATES = "timesteps", "train_time_s", "updates"
 """Cumulative per-trial counters in epochs.csv."""
