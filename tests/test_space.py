@@ -769,7 +769,7 @@ def test_load_space_full_starts_from_article_best_and_plain_adam() -> None:
     assert "train.clip.threshold" not in plain_adam
     # each point resolves to a valid Config carrying its values
     config, _ = resolve(spec, {k: v for k, v in best.items()})
-    assert config.train.schedule.chunks == (100, 50, 10, 2, 1) and config.train.lr == 0.001
+    assert config.train.schedule.chunks == (100, 50, 10, 2, 1) and config.train.lr == 0.01
 
 
 def test_start_points_are_encoded_like_suggestions() -> None:
