@@ -53,3 +53,11 @@ def test_every_command_help_shows_examples(command):
                          capture_output=True, text=True)
     assert out.returncode == 0
     assert "example" in out.stdout.lower() and out.stdout.lower().count(f"tuner") >= 2
+
+
+def test_train_smoke_test_alias_runs_the_tiny_config(tmp_path):
+    # Rule: `--smoke-test` (Ray's examples' spelling) is `--smoke`: tiny data, 3 epochs.
+    out = subprocess.run([sys.executable, "-m", "tuner.train", "--smoke-test", "--out", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert len((tmp_path / "epochs.csv").read_text().strip().splitlines()) == 1 + 3

@@ -15,14 +15,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tuner.core import config as cfg
 from tuner.core.config import ConfigError
 from tuner.space import SpaceFile, load_space, searched_keys
 
 STATE_FILE = "study_state.json"
 """Which experiments a study has run and whether the last one finished (for --resume/--extend)."""
-SMOKE_OVERRIDES = ["data.n_series=4", "data.length=300", "data.window=16", "data.path=null",
-                   "model.dense_units=8", "model.lstm_units=8", "train.max_epochs=3",
-                   "search.num_samples=4", "search.time_budget_s=300"]
+SMOKE_OVERRIDES = [*cfg.SMOKE_OVERRIDES, "search.num_samples=4", "search.time_budget_s=300"]
 """--smoke: tiny data and budget, so the whole command runs in about a minute on 2 CPUs."""
 STUDY_FILES = ("trials.csv", "epochs.csv", "best_config.yaml", "study.yaml", "report.md",
                "optuna.db")

@@ -34,17 +34,27 @@ def main(argv: list[str] | None = None) -> int:
     [key=value ...]`."""
     import pandas as pd
 
-    parser = argparse.ArgumentParser(prog="python -m tuner.train",
-                                     description="Train the chunked LSTM once, without Ray.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tuner.train", description="Train the chunked LSTM once, without Ray.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  python -m tuner.train --config search_spaces/seed_ablation.yaml --epochs 20 \\\n"
+               "      train.optimizer=adam train.clip.mode=norm train.schedule.chunks=[100,50,10,2,1]\n"
+               "  python -m tuner.train --config results/full/best_config.yaml --save-best best.pt\n"
+               "  python -m tuner.train --smoke-test          # seconds, tiny data\n"
+               "every key and its default: python -m tuner.keys")
     parser.add_argument("--config", help="YAML with sections data, model, train")
     parser.add_argument("--epochs", type=int, help="override train.max_epochs")
-    parser.add_argument("--out", default="runs/train", help="folder for epochs.csv and model.pt")
+    parser.add_argument("--out", default="runs/train",
+                        help="folder for epochs.csv and model.pt (default: %(default)s)")
     parser.add_argument("--save-best", metavar="PATH",
                         help="also save the best epoch's weights (lowest val_loss, else lowest "
                              "train_loss) with its config to PATH")
+    parser.add_argument("--smoke", "--smoke-test", action="store_true",
+                        help="tiny data, model and epochs (seconds)")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. train.lr=0.001")
     args = parser.parse_args(argv)
-    overrides = list(args.overrides)
+    overrides = (list(config_mod.SMOKE_OVERRIDES) if args.smoke else []) + list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"train.max_epochs={args.epochs}")
     try:

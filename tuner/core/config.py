@@ -277,6 +277,9 @@ class Config:
         return _plain(dataclasses.asdict(self))
 
 
+SMOKE_OVERRIDES = ("data.n_series=4", "data.length=300", "data.window=16", "data.path=null",
+                   "model.dense_units=8", "model.lstm_units=8", "train.max_epochs=3")
+"""`--smoke`/`--smoke-test` of every command: tiny data, model and budget (seconds on a CPU)."""
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 SPACE_SECTIONS = ("name", "space", "search", "resources")
 """Sections a search-space file adds; a run config loaded from such a file ignores them."""
