@@ -22,10 +22,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tuner import preflight
+from tuner import study_dir as folders
 from tuner.core.config import ConfigError
 from tuner.space import SpaceFile, load_space, searched_keys
 
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 STATE_FILE = "study_state.json"
 """Which experiments a study has run and whether the last one finished (for --resume/--extend)."""
 SMOKE_OVERRIDES = ["data.n_series=4", "data.length=300", "data.window=16", "data.path=null",
@@ -61,6 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--extend", type=int, metavar="N", help="run N more trials on a finished study")
     p.add_argument("--smoke", action="store_true", help="tiny data and budget (about a minute)")
     p.add_argument("--no-report", action="store_true", help="skip report.md at the end")
+    p.add_argument("--trust-study-files", action="store_true",
+                   help="--resume even when the study's pickles are not yours alone")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. data.length=4000")
     return p.parse_args(argv)
 
@@ -79,8 +83,7 @@ class Plan:
 
 
 def _study_state(study_dir: Path) -> dict[str, Any]:
-    path = study_dir / STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else {"experiments": []}
+    return folders.read_state(study_dir)
 
 
 def _write_state(study_dir: Path, state: dict[str, Any]) -> None:
@@ -102,8 +105,7 @@ def _check_writable(folder: Path) -> None:
 
 def plan(args: argparse.Namespace) -> Plan:
     """Validate everything that can be validated without Ray; raise ConfigError otherwise."""
-    from tuner.core.data import prices
-
+    preflight.check_flags(args)
     overrides = list(SMOKE_OVERRIDES) if args.smoke else []
     overrides += list(args.overrides)
     if args.num_samples is not None:
@@ -111,8 +113,10 @@ def plan(args: argparse.Namespace) -> Plan:
     if args.time_budget is not None:
         overrides.append(f"search.time_budget_s={args.time_budget}")
     if args.name is not None:
-        overrides.append(f"name={args.name}")
-    spec = load_space(args.space, overrides)
+        overrides.append(f"name={json.dumps(args.name)}")  # a name is a string, never YAML
+    spec = preflight.absolute_data_path(load_space(args.space, overrides))
+    preflight.check_spec(spec)
+    folders.check_name(spec.name)
     if args.resume and args.extend is not None:
         raise ConfigError("--resume and --extend: allowed: one of them")
     if args.extend is not None and args.extend < 1:
@@ -129,10 +133,10 @@ def plan(args: argparse.Namespace) -> Plan:
     # Validates a data file (or the generator's settings) before Ray starts, and sizes epochs.
     from tuner.space import first_config
 
-    series = prices(first_config(spec).data)
-    steps_per_epoch = sum(len(s) - 1 for s in series)
+    steps_per_epoch = preflight.check_data(first_config(spec))
 
-    state = _study_state(study_dir)
+    folders.claim(study_dir)  # held to the end of the command (main releases it)
+    state = folders.read_state(study_dir)
     done = state["experiments"]
     if args.resume:
         if not done:
@@ -144,12 +148,15 @@ def plan(args: argparse.Namespace) -> Plan:
                                 f"nothing to resume; run more trials with --extend N")
         # A driver killed before Tune wrote its experiment leaves nothing to restore: start it.
         started = (study_dir / "ray" / last["name"] / "tuner.pkl").exists()
+        if started and not args.trust_study_files:
+            folders.check_trust(study_dir, last["name"])
         return Plan(spec, study_dir, last["name"], started, last["num_samples"], last["seed"],
                     steps_per_epoch)
     if args.extend is not None:
         if not done:
             raise ConfigError(f"--extend: no study in {study_dir} to extend; allowed: an "
                               "existing study")
+        folders.check_extend(study_dir, spec.raw, state, spec.search.algorithm == "optuna")
         name = f"extend-{len(done)}"
         # A fresh sampler seed, or the resumed Optuna study would replay its first suggestions.
         return Plan(spec, study_dir, name, False, args.extend, spec.search.seed + 1000 * len(done),
@@ -157,6 +164,7 @@ def plan(args: argparse.Namespace) -> Plan:
     if done:
         raise ConfigError(f"--name: study {spec.name!r} already exists in {study_dir}; allowed: "
                           "--resume, --extend N, or another --name")
+    folders.check_new(study_dir)
     return Plan(spec, study_dir, "search", False, spec.search.num_samples, spec.search.seed,
                 steps_per_epoch)
 
@@ -184,6 +192,9 @@ def start_ray(args: argparse.Namespace) -> tuple[str | None, bool]:
     if ray.is_initialized():
         return None, False
     if args.address:
+        if not preflight.address_listening(args.address):
+            raise ConfigError(f"--address: nothing accepts connections at {args.address} "
+                              "(checked for 5 s); allowed: the address of a running Ray head")
         ctx = ray.init(address=args.address)
         return ctx.dashboard_url or None, True
     ctx = ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=args.dashboard,
@@ -270,11 +281,12 @@ def make_tuner(p: Plan, callbacks: list):
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     storage = str(p.study_dir / "ray")
     if p.restore:
+        folders.resuming(p.study_dir)  # its pickles open this folder's optuna.db, moved or not
         return tune.Tuner.restore(str(Path(storage) / p.experiment), trainable=trainable,
                                   resume_unfinished=True, resume_errored=False)
     searcher, param_space = None, {}
     if search.algorithm == "optuna":
-        db = optuna.storages.RDBStorage(f"sqlite:///{p.study_dir / 'optuna.db'}")
+        db = folders.storage(p.study_dir)
         searcher = OptunaSearch(space=optuna_space(spec.params), metric="objective",
                                 mode=search.mode, sampler=make_sampler(search.sampler, p.seed),
                                 study_name=spec.name, storage=db)
@@ -467,6 +479,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                   flush=True)
         started = time.monotonic()
         tuner = make_tuner(p, [_live_tables_callback(p)])
+        folders.started(p.study_dir)
         grid = tuner.fit()
         elapsed = time.monotonic() - started
     finally:
@@ -489,7 +502,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"warning: report not written ({exc.__class__.__name__}: {exc})",
                   file=sys.stderr)
     print(summary(p, trials))
-    return EXIT_OK
+    return EXIT_OK if why else EXIT_INTERRUPTED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -498,14 +511,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args, argv)
     except ConfigError as exc:
+        folders.abandon()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except StudyFinished as exc:
         print(str(exc))
         return EXIT_OK
     except KeyboardInterrupt:
+        folders.abandon()
         print("interrupted: continue with --resume", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_INTERRUPTED
+    except BaseException:
+        folders.abandon()
+        raise
+    finally:
+        folders.release()
 
 
 if __name__ == "__main__":
