@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tuner.core.config import SEED_MAX, Config, ConfigError, DataConfig
+from tuner.core.config import SEED_MAX, Config, ConfigError
 
 MAX_TRIALS = 10**6
 """Most trials (num_samples, --extend) one experiment may ask for."""

@@ -270,7 +270,6 @@ def make_scheduler(spec: SpaceFile, steps_per_epoch: int):
 
 
 def make_tuner(p: Plan, callbacks: list):
-    import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
     from tuner.space import optuna_space, tune_space
@@ -336,8 +335,15 @@ def _live_tables_callback(p: Plan):
         def __init__(self, every_s: float = 15.0) -> None:
             self.every_s = every_s
             self.last = 0.0
-            self.disk = {(log.experiment, log.trial_id): log for log in read_logs(p.study_dir)}
+            self.folder = p.study_dir
+            self.disk = {(log.experiment, log.trial_id): log for log in read_logs(self.folder)}
             self.live: dict[str, TrialLog] = {}
+
+        def __setstate__(self, state: dict) -> None:
+            # Restored from tuner.pkl on --resume: write to the folder being resumed, which
+            # may have been moved or copied since the callback was pickled.
+            self.__dict__.update(state)
+            self.folder = folders.resuming_folder() or self.folder
 
         def _log(self, trial) -> TrialLog:
             log = self.live.get(trial.trial_id)
@@ -353,7 +359,7 @@ def _live_tables_callback(p: Plan):
                 return
             self.last = time.monotonic()
             try:
-                write_tables(p.study_dir, *tables([*self.disk.values(), *self.live.values()],
+                write_tables(self.folder, *tables([*self.disk.values(), *self.live.values()],
                                                   searched))
             except OSError as exc:  # disk full: the old tables stay whole; trials go on
                 print(f"warning: tables not updated ({exc})", file=sys.stderr)
@@ -365,7 +371,7 @@ def _live_tables_callback(p: Plan):
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._log(trial).live = "TERMINATED"
             self.write(force=True)
-            prune_checkpoints(p.study_dir / "ray" / p.experiment / f"trial_{trial.trial_id}")
+            prune_checkpoints(self.folder / "ray" / p.experiment / f"trial_{trial.trial_id}")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             log = self._log(trial)
@@ -447,6 +453,11 @@ def _why_finished(p: Plan, grid, elapsed: float) -> str:
     # ResultGrid exposes no trial status; its analysis holds the Trial objects that do.
     trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
     if any(t.status not in ("TERMINATED", "ERROR") for t in trials):
+        return ""
+    # After Ctrl-C a trial cut mid-run may be listed TERMINATED; its last result says otherwise.
+    if any(t.status == "TERMINATED" and not ((t.last_result or {}).get("done")
+                                             or (t.last_result or {}).get("finished"))
+           for t in trials):
         return ""
     budget = p.spec.search.time_budget_s
     if budget is not None and elapsed >= budget * 0.98:

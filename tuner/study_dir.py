@@ -286,6 +286,11 @@ def resuming(folder: Path) -> None:
     _current[:] = [Path(folder).resolve()]
 
 
+def resuming_folder() -> Path | None:
+    """The study folder set by `resuming` (None outside a resume)."""
+    return _current[0] if _current else None
+
+
 def _make_study_storage():
     from optuna.storages import RDBStorage
 
