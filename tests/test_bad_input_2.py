@@ -400,3 +400,18 @@ def test_search_address_with_nothing_listening_fails_fast_with_one_line(tmp_path
     assert len(lines) == 1 and "--address" in lines[0] and "127.0.0.1:1" in lines[0]
     assert not (results / "ad").exists()
     print(f"refused after {time.monotonic() - started:.1f} s")
+
+
+def test_resume_of_a_moved_study_with_trials_not_yet_started_is_one_line(tmp_path, capsys):
+    # Rule: a study moved since its experiment started resumes only when all its trials exist
+    # (Ray would give trials created after the resume the old storage path); otherwise one
+    # line naming the old place. (A moved study whose trials all exist resumes: test_faults.)
+    results = tmp_path / "results"
+    study = _fake_study(results, "t", finished=False)
+    state = json.loads((study / "study_state.json").read_text())
+    state["experiments"][0]["folder"] = str(tmp_path / "old" / "t")
+    (study / "study_state.json").write_text(json.dumps(state))
+    exp = study / "ray" / "search"
+    (exp / "trial_a").mkdir(parents=True)
+    (exp / "tuner.pkl").write_bytes(pickle.dumps({"harmless": 1}))
+    refused(capsys, [*smoke(), "--resume"], results, "moved from", "3 of 4 trials")

@@ -150,6 +150,10 @@ def plan(args: argparse.Namespace) -> Plan:
         started = (study_dir / "ray" / last["name"] / "tuner.pkl").exists()
         if started and not args.trust_study_files:
             folders.check_trust(study_dir, last["name"])
+        if started:
+            from tuner.space import grid_size
+
+            folders.check_moved(study_dir, last, grid_size(spec) * last["num_samples"])
         return Plan(spec, study_dir, last["name"], started, last["num_samples"], last["seed"],
                     steps_per_epoch)
     if args.extend is not None:
@@ -480,7 +484,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         state = _study_state(p.study_dir)
         if not any(e["name"] == p.experiment for e in state["experiments"]):
             state["experiments"].append({"name": p.experiment, "num_samples": p.num_samples,
-                                         "seed": p.seed, "finished": False, "why": ""})
+                                         "seed": p.seed, "finished": False, "why": "",
+                                         "folder": str(p.study_dir)})
             _write_state(p.study_dir, state)
         if url:
             print(f"Ray dashboard: http://{url}  (its API wants Ray's token, ~/.ray/auth_token; "

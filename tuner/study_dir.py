@@ -37,6 +37,7 @@ from tuner.core.config import ConfigError
 STATE_FILE = "study_state.json"
 LOCK_FILE = ".lock"
 EXPERIMENT_KEYS = {"name": str, "num_samples": int, "seed": int, "finished": bool, "why": str}
+"""Keys every experiment record must have (newer records also hold `folder`, where it ran)."""
 EXTEND_MAY_CHANGE = (("search", "num_samples"), ("search", "time_budget_s"))
 """What an --extend may set differently from the study (the new experiment's own budget)."""
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.EBADF, errno.EINVAL}
@@ -270,6 +271,22 @@ def check_trust(folder: Path, experiment: str) -> None:
             raise ConfigError(f"--resume: {path} {why}; resuming unpickles it, which runs code "
                               "as you; allowed: files only you can write (chmod -R go-w, "
                               "chown), or --trust-study-files to resume anyway")
+
+
+def check_moved(folder: Path, experiment: dict[str, Any], trials: int) -> None:
+    """A study moved or copied since its experiment started resumes only when every trial of
+    it exists already: Ray 2.60 restores the trials it has at the new place, but gives trials
+    its searcher creates after the resume the experiment's old storage path (they fail, or
+    write into the original)."""
+    old = experiment.get("folder")
+    if not old or Path(old) == Path(folder).resolve():
+        return
+    made = len(list((folder / "ray" / experiment["name"]).glob("trial_*")))
+    if made < trials:
+        raise ConfigError(f"--resume: this study was moved from {old} with {trials - made} of "
+                          f"{trials} trials not yet started, which Ray would write to the old "
+                          f"place; allowed: move it back to {old} to resume (a finished study "
+                          "can be moved and extended freely)")
 
 
 # ---------------------------------------------------------------- a relocatable Optuna database
