@@ -386,18 +386,53 @@ def test_resume_refuses_pickles_others_could_have_written(tmp_path, capsys, how)
 # ================================================================ class 7: a dead address
 
 
-def test_search_address_with_nothing_listening_fails_fast_with_one_line(tmp_path):
-    # Rule: --address where nothing listens is one line and exit 2 within a bounded time
-    # (a 5-s TCP probe), not a hang; no study folder is left.
+@pytest.fixture
+def silent_port():
+    """A TCP port where something accepts connections but never answers (not a Ray head)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+@pytest.mark.parametrize("where,fragment", [("nothing", "nothing accepts connections"),
+                                            ("silent", "does not answer like a Ray head")])
+def test_search_address_that_is_no_ray_head_fails_fast_with_one_line(tmp_path, silent_port,
+                                                                     where, fragment):
+    # Rule: --address where nothing listens, or where something that is not a Ray head
+    # listens, is one line and exit 2 within a bounded time (a 5-s probe), not a hang; no
+    # study folder is left.
     results = tmp_path / "results"
+    address = "127.0.0.1:1" if where == "nothing" else f"127.0.0.1:{silent_port}"
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "tuner.search", "--space", str(SMOKE), "--smoke",
                            "--name", "ad", "--results-dir", str(results), "--address",
-                           "127.0.0.1:1"], cwd=ROOT, capture_output=True, text=True, timeout=90,
+                           address], cwd=ROOT, capture_output=True, text=True, timeout=90,
                           env={**os.environ, "RAY_ADDRESS": ""}, check=False)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1 and "--address" in lines[0] and "127.0.0.1:1" in lines[0]
+    assert len(lines) == 1 and address in lines[0] and fragment in lines[0], proc.stderr
     assert not (results / "ad").exists()
     print(f"refused after {time.monotonic() - started:.1f} s")
 

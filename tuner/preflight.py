@@ -174,15 +174,33 @@ def check_flags(args: Any) -> None:
         _port("--address", port)
 
 
-def address_listening(address: str, timeout: float = 5.0) -> bool:
-    """Whether something accepts TCP connections at HOST:PORT (auto/local: assumed yes)."""
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+"""The HTTP/2 client preface and an empty SETTINGS frame."""
+
+
+def probe_ray_head(address: str, timeout: float = 5.0) -> str:
+    """Why `address` (HOST:PORT) is not a Ray head, or '' when it answers like one.
+
+    A Ray head's GCS is a gRPC (HTTP/2) server: sent the HTTP/2 client preface, it answers with
+    a SETTINGS frame. Without this probe, ray.init retries for minutes against a port where
+    nothing (or something else) listens, inside native code no signal can interrupt."""
     import socket
 
-    if address in ("auto", "local"):
-        return True
+    if address in ("auto", "local") or os.environ.get("RAY_USE_TLS", "0") not in ("0", ""):
+        return ""
     host, _, port = address.split("://", 1)[-1].rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return True
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    except OSError as exc:
+        return f"nothing accepts connections there ({exc.strerror or exc.__class__.__name__})"
+    try:
+        sock.settimeout(timeout)
+        sock.sendall(_HTTP2_PREFACE)
+        head = sock.recv(9)
     except OSError:
-        return False
+        head = b""
+    finally:
+        sock.close()
+    if len(head) < 9 or head[3] != 4:
+        return "something listens there but does not answer like a Ray head (gRPC)"
+    return ""

@@ -196,9 +196,10 @@ def start_ray(args: argparse.Namespace) -> tuple[str | None, bool]:
     if ray.is_initialized():
         return None, False
     if args.address:
-        if not preflight.address_listening(args.address):
-            raise ConfigError(f"--address: nothing accepts connections at {args.address} "
-                              "(checked for 5 s); allowed: the address of a running Ray head")
+        why = preflight.probe_ray_head(args.address)  # at most 2 x 5 s, never a hang
+        if why:
+            raise ConfigError(f"--address: {args.address}: {why}; allowed: the address of a "
+                              "running Ray head (ray start --head)")
         ctx = ray.init(address=args.address)
         return ctx.dashboard_url or None, True
     ctx = ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=args.dashboard,
