@@ -773,3 +773,60 @@ def test_cluster_join_runs_trials_on_both_nodes_and_survives_a_node_death(tmp_pa
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
     for trial_id in trials["trial_id"]:
         assert_each_epoch_once(epochs, trial_id, max_epochs)
+
+
+# ================================================================ issue 11: a second search, Ctrl-C, a moved study
+
+
+@pytest.mark.ray
+def test_second_search_refused_then_ctrl_c_exits_130_and_a_moved_study_resumes(tmp_path):
+    # Faults: the same search started twice at once; then SIGINT (Ctrl-C) to the first; then
+    # the study folder moved elsewhere before --resume.
+    # Rules: the second command is refused with one line (exit 2) while the first runs, and the
+    # first's tables stay whole (each trial once); Ctrl-C exits 130 with the "continue with
+    # --resume" line; the moved folder resumes against its own optuna.db (the old path no
+    # longer exists) and finishes every trial.
+    # Trials of ~15 s (30 epochs): the first search is surely still running while the second
+    # command (a few seconds of imports and checks) tries the same study.
+    space = write_space(tmp_path, "twice", {"train.seed": {"choice": [0, 1]}},
+                        data={"length": 3000},
+                        train={"max_epochs": 30, "schedule": {"chunks": [100]}},
+                        search={"algorithm": "optuna", "num_samples": 2, "max_concurrent": 2})
+    results, log = tmp_path / "results", tmp_path / "search.log"
+    study = results / "twice"
+    first = start(search_cmd(space, results), log)
+    try:
+        # Both trials running (a trial still PENDING when the folder is moved gets Ray's old
+        # storage path on resume, a Ray 2.60 limitation: see the README's Reliability notes).
+        poll(lambda: len(runs := trial_results(study)) == 2 and all(
+            rows and rows[-1]["epoch"] >= 2 for rows in runs.values()),
+             240, "both trials at epoch 2", first, log)
+        second = subprocess.run(search_cmd(space, results), cwd=ROOT, capture_output=True,
+                                text=True, timeout=120, env=_env())
+        lines = [ln for ln in second.stderr.splitlines() if ln.strip()]
+        assert second.returncode == 2, second.stderr
+        assert len(lines) == 1 and "another search is running" in lines[0], second.stderr
+        assert first.poll() is None  # the first one goes on
+        os.kill(first.pid, signal.SIGINT)
+        rc = finish(first, log, 120)
+    finally:
+        kill_all(first)
+    assert rc == 130, tail(log)
+    assert "continue with the same command and --resume" in log.read_text()
+    trials, _ = results_mod.load_tables(study)
+    assert trials["trial_id"].is_unique and 1 <= len(trials) <= 2
+    assert "interrupted" in set(trials["status"]), trials.to_dict("records")
+
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(results), str(moved))
+    resumed = start(search_cmd(space, moved, "--resume"), log)
+    try:
+        rc = finish(resumed, log, 300)
+    finally:
+        kill_all(resumed)
+    assert rc == 0, tail(log)
+    assert not results.exists()  # nothing was written at the old place
+    trials, _ = results_mod.load_tables(moved / "twice")
+    shown = (trials[["trial_id", "status", "epochs"]].to_dict("records"), tail(log, 30))
+    assert len(trials) == 2 and trials["trial_id"].is_unique, shown
+    assert set(trials["status"]) == {"completed"}, shown
