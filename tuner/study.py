@@ -19,7 +19,7 @@ from tuner import preflight
 from tuner import study_dir as folders
 from tuner.core.config import ConfigError
 from tuner.space import SpaceFile, load_space, searched_keys
-from tuner.study_dir import STATE_FILE  # noqa: F401 (which experiments ran; re-exported)
+from tuner.study_dir import STATE_FILE
 SMOKE_OVERRIDES = ["data.n_series=4", "data.length=300", "data.window=16", "data.path=null",
                    "model.dense_units=8", "model.lstm_units=8", "train.max_epochs=3",
                    "search.num_samples=4", "search.time_budget_s=300"]

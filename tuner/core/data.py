@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from tuner.core.config import MAX_PRICE, ConfigError, DataConfig
+from tuner.core.yamlio import short
 
 # ---------------------------------------------------------------- synthetic generator
 
@@ -147,11 +148,11 @@ def _wide(frame: pd.DataFrame, path: Path) -> dict[str, np.ndarray]:
         bad = parsed.isna() & col.notna()
         if parsed.notna().sum() > bad.sum():
             if not bad.any():  # e.g. a Parquet string column of numbers
-                raise ConfigError(f"{path}: column {str(c)[:60]!r} holds numbers stored as "
+                raise ConfigError(f"{path}: column {short(str(c), 60)} holds numbers stored as "
                                   "text; allowed: a numeric column")
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ConfigError(f"{path}: column {str(c)[:60]!r} has a non-numeric value "
-                              f"{str(col.iloc[row])[:40]!r} at row {row}")
+            raise ConfigError(f"{path}: column {short(str(c), 60)} has a non-numeric value "
+                              f"{short(str(col.iloc[row]), 40)} at row {row}")
     if not numeric:
         raise ConfigError(f"{path}: no numeric column; expected one column of prices per series "
                           "(or set data.series_column and data.value_column for long format)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 from tuner.core import config as cfg
-from tuner.core.config import SEED_LIMIT, ConfigError, bounded, check, suggest  # noqa: F401 (SEED_LIMIT re-exported)
+from tuner.core.config import SEED_LIMIT, ConfigError, bounded, check, suggest
 from tuner.core.yamlio import short
 
 SCHEDULER_KEYS: dict[str, tuple[str, ...]] = {
