@@ -56,6 +56,20 @@ def test_run_search_bad_input_raises_config_error_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.ray
+def test_run_search_config_error_after_the_claim_leaves_nothing_and_unlocks(ray_session,
+                                                                            tmp_path):
+    # Rule: the API, not only the command line, guards the study folder: bad input found once
+    # Ray runs (a trial no node fits) removes the folder the call created and releases its
+    # lock, so the same call again gets the same one line (not "another search is running"
+    # nor "already exists").
+    for _ in range(2):
+        with pytest.raises(tuner.ConfigError, match="resources: a trial asks for 64 CPU"):
+            tuner.run_search(SMOKE, results_dir=tmp_path / "r", overrides=["resources.cpu=64"],
+                             smoke=True, dashboard=False, report=False)
+        assert list((tmp_path / "r").iterdir()) == []
+
+
+@pytest.mark.ray
 def test_run_search_equals_the_command_line(ray_session, tmp_path):
     # Rule: the API does what the CLI does: for the same smoke study (same seed), the same
     # trials.csv/epochs.csv columns, the same number of trials and epochs, the same searched

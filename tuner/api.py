@@ -62,6 +62,8 @@ class SearchOptions:
     before)."""
     tensorboard: bool = False
     """TensorBoard event files per trial under the study's ray/ folder."""
+    trust_study_files: bool = False
+    """resume even when the study's pickles are not this user's alone (see README, Safety)."""
 
     def argv(self) -> list[str]:
         """The equivalent `python -m tuner.search` arguments (recorded in study.yaml)."""
@@ -156,7 +158,22 @@ def _mlflow_setting(opts: SearchOptions, p, state: dict[str, Any]) -> str | None
 
 def run(opts: SearchOptions, argv: list[str] | None = None) -> Study:
     """The search itself; `argv` is the command line recorded in study.yaml (default: the
-    equivalent of `opts`). Raises ConfigError on bad input, before anything is written."""
+    equivalent of `opts`). Raises ConfigError on bad input, before anything is written.
+
+    The study folder is locked for the whole call (a second search on it is refused); when
+    the call fails before the search started, a folder it created is removed again."""
+    from tuner import study_dir as folders
+
+    try:
+        return _run(opts, argv)
+    except BaseException:  # ConfigError, KeyboardInterrupt, anything: keep nothing half-made
+        folders.abandon()
+        raise
+    finally:
+        folders.release()
+
+
+def _run(opts: SearchOptions, argv: list[str] | None) -> Study:
     from tuner import tracking
     from tuner.study import study_state, write_state
     from tuner.tuning import why_finished
@@ -186,6 +203,7 @@ def _fit(opts: SearchOptions, p, argv: list[str] | None, uri: str | None,
     """Start or join Ray, record the experiment, run Tune; (study state, ResultGrid, seconds)."""
     import ray
 
+    from tuner import study_dir as folders
     from tuner import tracking
     from tuner.cluster import check_resources, start_ray
     from tuner.study import record_experiment, write_study_files
@@ -218,8 +236,10 @@ def _fit(opts: SearchOptions, p, argv: list[str] | None, uri: str | None,
             callbacks.append(tracking.mlflow_callback(uri, p.spec.name, p.experiment, p.spec))
         if opts.tensorboard:
             callbacks.append(tracking.tensorboard_callback())
+        tuner = make_tuner(p, callbacks)
+        folders.started(p.study_dir)  # from here a failure keeps the folder (it can resume)
         started = time.monotonic()
-        grid = make_tuner(p, callbacks).fit()
+        grid = tuner.fit()
         elapsed = time.monotonic() - started
     finally:
         if owned:

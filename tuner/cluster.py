@@ -24,6 +24,12 @@ def start_ray(args) -> tuple[str | None, bool]:
     if ray.is_initialized():
         return None, False
     if args.address:
+        from tuner.preflight import probe_ray_head
+
+        why = probe_ray_head(args.address)  # at most 2 x 5 s, never a hang
+        if why:
+            raise ConfigError(f"--address: {args.address}: {why}; allowed: the address of a "
+                              "running Ray head (ray start --head)")
         ctx = ray.init(address=args.address)
         return ctx.dashboard_url or None, True
     ctx = ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.num_gpus,

@@ -20,7 +20,7 @@ import sys
 
 from tuner.core.config import ConfigError
 
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tensorboard", action="store_true",
                    help="TensorBoard event files per trial under the study's ray/ folder "
                         "(needs pip install -e \".[tensorboard]\")")
+    p.add_argument("--trust-study-files", action="store_true",
+                   help="--resume even when the study's pickles are not yours alone")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. data.length=4000")
     args = p.parse_args(argv)
     if args.num_gpus is not None and (args.address or args.num_gpus < 0):
@@ -85,15 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from tuner.api import run
 
-    try:
-        run(options(args), argv)
+    try:  # tuner.api.run removes what a failed start created and releases the study's lock
+        study = run(options(args), argv)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted: continue with --resume", file=sys.stderr)
-        return EXIT_ERROR
-    return EXIT_OK
+        return EXIT_INTERRUPTED
+    return EXIT_OK if study.finished else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

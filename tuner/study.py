@@ -15,12 +15,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tuner import preflight
+from tuner import study_dir as folders
 from tuner.core import config as cfg
 from tuner.core.config import ConfigError
 from tuner.space import SpaceFile, load_space, searched_keys
+from tuner.study_dir import STATE_FILE
 
-STATE_FILE = "study_state.json"
-"""Which experiments a study has run and whether the last one finished (for --resume/--extend)."""
 SMOKE_OVERRIDES = [*cfg.SMOKE_OVERRIDES, "search.num_samples=4", "search.time_budget_s=300"]
 """--smoke: tiny data and budget, so the whole command runs in about a minute on 2 CPUs."""
 STUDY_FILES = ("trials.csv", "epochs.csv", "best_config.yaml", "study.yaml", "report.md",
@@ -49,8 +50,8 @@ class Plan:
 
 
 def study_state(study_dir: Path) -> dict[str, Any]:
-    path = study_dir / STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else {"experiments": []}
+    """The study's record of experiments, checked (a corrupt one is a ConfigError)."""
+    return folders.read_state(study_dir)
 
 
 def write_state(study_dir: Path, state: dict[str, Any]) -> None:
@@ -73,9 +74,10 @@ def _check_writable(folder: Path) -> None:
 def plan(args) -> Plan:
     """Validate everything that can be validated without Ray; raise ConfigError otherwise.
 
-    `args` is a `tuner.api.SearchOptions` (or anything with its attributes)."""
-    from tuner.core.data import prices
-
+    `args` is a `tuner.api.SearchOptions` (or anything with its attributes). From the
+    study folder's claim on, the caller must `folders.abandon()` on failure and
+    `folders.release()` at the end (`tuner.api.run` does)."""
+    preflight.check_flags(args)
     overrides = list(SMOKE_OVERRIDES) if args.smoke else []
     overrides += list(args.overrides)
     if args.num_samples is not None:
@@ -83,8 +85,10 @@ def plan(args) -> Plan:
     if args.time_budget is not None:
         overrides.append(f"search.time_budget_s={args.time_budget}")
     if args.name is not None:
-        overrides.append(f"name={args.name}")
-    spec = load_space(args.space, overrides)
+        overrides.append(f"name={json.dumps(args.name)}")  # a name is a string, never YAML
+    spec = preflight.absolute_data_path(load_space(args.space, overrides))
+    preflight.check_spec(spec)
+    folders.check_name(spec.name)
     if args.resume and args.extend is not None:
         raise ConfigError("--resume and --extend: allowed: one of them")
     if args.extend is not None and args.extend < 1:
@@ -101,10 +105,11 @@ def plan(args) -> Plan:
     # Validates a data file (or the generator's settings) before Ray starts, and sizes epochs.
     from tuner.space import first_config
 
-    series = prices(first_config(spec).data)
-    steps_per_epoch = sum(len(s) - 1 for s in series)
+    steps_per_epoch = preflight.check_data(first_config(spec))
 
-    done = study_state(study_dir)["experiments"]
+    folders.claim(study_dir)  # held to the end of the command (tuner.api.run releases it)
+    state = folders.read_state(study_dir)
+    done = state["experiments"]
     if args.resume:
         if not done:
             raise ConfigError(f"--resume: no study in {study_dir}; allowed: the name of an "
@@ -115,12 +120,18 @@ def plan(args) -> Plan:
                                 f"nothing to resume; run more trials with --extend N", study_dir)
         # A driver killed before Tune wrote its experiment leaves nothing to restore: start it.
         started = (study_dir / "ray" / last["name"] / "tuner.pkl").exists()
+        if started and not args.trust_study_files:
+            folders.check_trust(study_dir, last["name"])
+        if started:
+            folders.check_moved(study_dir, last,
+                                expected_trials(spec, last["name"], last["num_samples"]))
         return Plan(spec, study_dir, last["name"], started, last["num_samples"], last["seed"],
                     steps_per_epoch)
     if args.extend is not None:
         if not done:
             raise ConfigError(f"--extend: no study in {study_dir} to extend; allowed: an "
                               "existing study")
+        folders.check_extend(study_dir, spec.raw, state, not spec.uses_variant_generator)
         name = f"extend-{len(done)}"
         # A fresh sampler seed, or the resumed Optuna study would replay its first suggestions.
         return Plan(spec, study_dir, name, False, args.extend, spec.search.seed + 1000 * len(done),
@@ -128,8 +139,25 @@ def plan(args) -> Plan:
     if done:
         raise ConfigError(f"--name: study {spec.name!r} already exists in {study_dir}; allowed: "
                           "--resume, --extend N, or another --name")
+    folders.check_new(study_dir)
     return Plan(spec, study_dir, "search", False, spec.search.num_samples, spec.search.seed,
                 steps_per_epoch)
+
+
+def expected_trials(spec: SpaceFile, experiment: str, num_samples: int) -> int:
+    """How many trials an experiment creates (as `tuner.tuning.make_tuner` asks Tune for):
+    `num_samples` (passes over the grid, for Tune's variant generator), plus the start points
+    in a study's first experiment."""
+    from optuna.distributions import CategoricalDistribution
+
+    grid = 1
+    if spec.uses_variant_generator:
+        for p in spec.params:
+            if isinstance(p.distribution, CategoricalDistribution) and (
+                    p.grid or spec.search.algorithm == "grid"):
+                grid *= len(p.distribution.choices)
+    points = len(spec.search.start_from) if experiment == "search" else 0
+    return num_samples * grid + points
 
 
 def record_experiment(p: Plan, mlflow: str | None = None) -> dict[str, Any]:
@@ -140,6 +168,7 @@ def record_experiment(p: Plan, mlflow: str | None = None) -> dict[str, Any]:
     if not any(e["name"] == p.experiment for e in state["experiments"]):
         state["experiments"].append({"name": p.experiment, "num_samples": p.num_samples,
                                      "seed": p.seed, "finished": False, "why": "",
+                                     "folder": str(p.study_dir),
                                      **({"mlflow": mlflow} if mlflow else {})})
         write_state(p.study_dir, state)
     return state

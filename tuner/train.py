@@ -18,6 +18,7 @@ from tuner.core.config import ConfigError
 from tuner.core.data import prepare
 from tuner.core.train import (EPOCH_COLUMNS, fit, resolve_device, save_best_model,
                               save_checkpoint)
+from tuner.preflight import check_memory
 
 
 def _progress_line(r: dict[str, Any], max_epochs: int) -> str:
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"train.max_epochs={args.epochs}")
     try:
         config = config_mod.load(args.config, overrides)
+        check_memory(config)  # absurd sizes: one line, not a MemoryError mid-allocation
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         data = prepare(config.data, device=resolve_device(config.train.device))

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from tuner import study_dir as folders
 from tuner.core.config import ConfigError
 from tuner.space import SpaceFile, searched_keys
 from tuner.study import Plan
@@ -78,6 +79,7 @@ def make_tuner(p: Plan, callbacks: list):
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     storage = str(p.study_dir / "ray")
     if p.restore:
+        folders.resuming(p.study_dir)  # its pickles open this folder's optuna.db, moved or not
         return tune.Tuner.restore(str(Path(storage) / p.experiment), trainable=trainable,
                                   resume_unfinished=True, resume_errored=False)
     # Start points run once, first, in the study's first experiment only (not on --extend,
@@ -85,7 +87,7 @@ def make_tuner(p: Plan, callbacks: list):
     points = start_points(spec) if p.experiment == "search" else []
     param_space: dict = {}
     if not spec.uses_variant_generator:  # optuna, and random through Optuna's RandomSampler
-        db = optuna.storages.RDBStorage(f"sqlite:///{p.study_dir / 'optuna.db'}")
+        db = folders.storage(p.study_dir)  # pickled as "the study folder's optuna.db"
         if spec.name in optuna.study.get_all_study_names(db) and optuna.load_study(
                 study_name=spec.name, storage=db).trials:
             points = []
@@ -142,8 +144,15 @@ def _live_tables_callback(p: Plan):
         def __init__(self, every_s: float = 15.0) -> None:
             self.every_s = every_s
             self.last = 0.0
-            self.disk = {(log.experiment, log.trial_id): log for log in read_logs(p.study_dir)}
+            self.folder = p.study_dir
+            self.disk = {(log.experiment, log.trial_id): log for log in read_logs(self.folder)}
             self.live: dict[str, TrialLog] = {}
+
+        def __setstate__(self, state: dict) -> None:
+            # Restored from tuner.pkl on --resume: write to the folder being resumed, which
+            # may have been moved or copied since the callback was pickled.
+            self.__dict__.update(state)
+            self.folder = folders.resuming_folder() or self.folder
 
         def _log(self, trial) -> TrialLog:
             log = self.live.get(trial.trial_id)
@@ -159,7 +168,7 @@ def _live_tables_callback(p: Plan):
                 return
             self.last = time.monotonic()
             try:
-                write_tables(p.study_dir, *tables([*self.disk.values(), *self.live.values()],
+                write_tables(self.folder, *tables([*self.disk.values(), *self.live.values()],
                                                   searched))
             except OSError as exc:  # disk full: the old tables stay whole; trials go on
                 print(f"warning: tables not updated ({exc})", file=sys.stderr)
@@ -171,7 +180,7 @@ def _live_tables_callback(p: Plan):
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._log(trial).live = "TERMINATED"
             self.write(force=True)
-            prune_checkpoints(p.study_dir / "ray" / p.experiment / f"trial_{trial.trial_id}")
+            prune_checkpoints(self.folder / "ray" / p.experiment / f"trial_{trial.trial_id}")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             log = self._log(trial)
@@ -196,9 +205,15 @@ def why_finished(p: Plan, grid, elapsed: float) -> str:
     """Why the experiment is over ('' when it was interrupted and can be resumed).
 
     From the ResultGrid's public counts: a trial that neither terminated nor errored (pending,
-    running, paused when the search stopped) means it was interrupted."""
+    running, paused when the search stopped) means it was interrupted; so does one that ended
+    without error but whose last result is neither Tune's `done` (completed or stopped by the
+    scheduler) nor the trial's own `finished`: after Ctrl-C a trial cut mid-run is listed as
+    terminated."""
     total = len(grid)
     if grid.num_terminated + grid.num_errors < total:
+        return ""
+    if any(r.error is None and not ((r.metrics or {}).get("done")
+                                    or (r.metrics or {}).get("finished")) for r in grid):
         return ""
     budget = p.spec.search.time_budget_s
     if budget is not None and elapsed >= budget * 0.98:

@@ -25,6 +25,23 @@ class ConfigError(ValueError):
     """A configuration value or file is wrong; the message is one line meant for the user."""
 
 
+SEED_LIMIT = 2**32 - 1000 * 1000
+"""Seeds (data, train, search) must fit numpy's, torch's and Optuna's 32-bit range, with room for
+the offsets `--extend` adds to the search seed."""
+MAX_PRICE = 1e15
+"""Largest price (and |data.bias|) accepted: beyond it cents are lost in float64 and differences
+and Q values can overflow into a loss that reads as "diverged"."""
+
+
+def bounded(default: Any, low: float | None = None, high: float | None = None) -> Any:
+    """A dataclass field whose loaded value must lie in [low, high] (None: unbounded).
+
+    The loader (`_build`) checks every such field generically, so a key added later with a
+    range is covered by the same code and the same key-walking test. Semantic rules that
+    depend on other keys stay in `__post_init__`."""
+    return field(default=default, metadata={"range": (low, high)})
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the price series come from and how inputs and targets are built from them."""
@@ -32,11 +49,11 @@ class DataConfig:
     preset: Literal["two-modes", "source-code"] = "two-modes"
     """Synthetic generator: `source-code` is the article's literal formula (one frequency for
     both waves, noise std 0.01); `two-modes` uses two distinct frequencies and noise std 0.1."""
-    n_series: int = 15
+    n_series: int = bounded(15, 1, 10**6)
     """Number of synthetic series (ignored when `path` is set)."""
-    length: int = 20000
+    length: int = bounded(20000, 3, 10**10)
     """Time steps per synthetic series (ignored when `path` is set)."""
-    window: int = 128
+    window: int = bounded(128, 1, 10**5)
     """Input features per step: the last `window` one-step price differences, newest first."""
     gamma: float = 0.9
     """Discount of the Bellman Q targets."""
@@ -44,7 +61,7 @@ class DataConfig:
     """Transaction cost per unit of position change, subtracted from the reward."""
     flat_action: bool = False
     """Add a third action, flat (position 0), to buy (+1) and sell (-1)."""
-    seed: int = 0
+    seed: int = bounded(0, 0, SEED_LIMIT)
     """Seed of the synthetic generator."""
     path: str | None = None
     """CSV or Parquet file of real prices; replaces the synthetic generator when set."""
@@ -58,11 +75,11 @@ class DataConfig:
     """Angular frequency (rad/step) of the second wave; None takes the preset's."""
     noise_std: float | None = None
     """Standard deviation of the Gaussian price noise; None takes the preset's."""
-    walk_step: float = 0.01
+    walk_step: float = bounded(0.01, 0, 1e6)
     """The angle's random walk: theta[t+1] = theta[t] + walk_step * U(-1, 1)."""
-    bias: float = 100.0
+    bias: float = bounded(100.0, -MAX_PRICE, MAX_PRICE)
     """Added to every price so prices stay positive."""
-    decimals: int | None = 2
+    decimals: int | None = bounded(2, 0, 15)
     """Round prices to this many decimals (cents); None keeps full precision."""
     val_fraction: float = 0.0
     """Hold out the last fraction of every series as validation data (0 = no hold-out)."""
@@ -99,15 +116,15 @@ class DataConfig:
 class ModelConfig:
     """Two Dense layers, Gaussian noise after each, two LSTM layers, a linear Q head."""
 
-    dense_units: int = 64
+    dense_units: int = bounded(64, 1, 10**6)
     """Units of each Dense layer."""
-    lstm_units: int = 64
+    lstm_units: int = bounded(64, 1, 10**6)
     """Units of each LSTM layer."""
     noise_std: float = 0.1
     """Std of the Gaussian-noise layers (active only in training)."""
     activation: Literal["relu", "tanh", "elu", "gelu", "linear"] = "relu"
     """Activation of the Dense layers."""
-    lstm_segment: int = 4096
+    lstm_segment: int = bounded(4096, 0, 10**10)
     """In training, chunks longer than this many steps run the LSTM in segments whose
     activations are recomputed in backward (gradient checkpointing): the same gradients, peak
     memory bounded (15 x 20,000 steps at N=1: 2.6 GB -> about 1.3 GB) for ~25% more time at
@@ -132,9 +149,9 @@ class ClipConfig:
     norms (AutoClip; p = threshold)."""
     threshold: float = 1.0
     """The bound for norm/value/per-tensor-norm, k for adaptive, the percentile for percentile."""
-    history: int = 1000
+    history: int = bounded(1000, 2, 10**7)
     """How many recent pre-clip gradient norms the adaptive modes remember."""
-    warmup: int = 10
+    warmup: int = bounded(10, 2, 10**9)
     """The adaptive modes clip only once they have seen this many steps."""
 
     def __post_init__(self) -> None:
@@ -154,13 +171,13 @@ class ClipConfig:
 class ScheduleConfig:
     """Chunk counts N per epoch (truncated BPTT), advanced when the loss plateaus."""
 
-    chunks: tuple[int, ...] = (1,)
+    chunks: tuple[int, ...] = bounded((1,), 1, 10**10)
     """Chunk counts in order, e.g. [100, 50, 10, 2, 1]; one number means a fixed N."""
-    patience: int = 20
+    patience: int = bounded(20, 1, 10**9)
     """Move to the next stage after this many epochs without improvement."""
     min_delta: float = 0.0
     """An epoch improves when its loss is below the best by more than this."""
-    min_stage: int = 0
+    min_stage: int = bounded(0, 0, 10**6)
     """The schedule never sits below this stage (clamped to the last): PBT mutates it to move a
     trial to longer chunks mid-run; a restored run jumps forward to it."""
 
@@ -222,13 +239,13 @@ class TrainConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    max_epochs: int = 100
+    max_epochs: int = bounded(100, 1, 10**9)
     """Epochs to train (one epoch = one pass over the whole length of every series)."""
-    batch_series: int | None = None
+    batch_series: int | None = bounded(None, 1, 10**6)
     """Series per batch; None puts all series in one batch, as the article did."""
-    threads: int | None = None
+    threads: int | None = bounded(None, 1, 4096)
     """Torch CPU threads; None leaves torch's default."""
-    seed: int = 0
+    seed: int = bounded(0, 0, SEED_LIMIT)
     """Seed of weights, noise and batching."""
     device: Literal["auto", "cpu", "cuda"] | None = None
     """Where to train. null (default): follow the resources; in a search, CUDA when Ray gave the
@@ -290,6 +307,10 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key}: got {short(value)}; allowed: {allowed}")
 
 
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
@@ -346,14 +367,21 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     if tp is int:
         value = yamlio.number(value)
         if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or not math.isfinite(value) or value != int(value)):
+                or (isinstance(value, float) and not math.isfinite(value))
+                or value != int(value)):
             raise ConfigError(f"{key}: got {short(value)}; allowed: an integer")
         return int(value)
     if tp is float:
         value = yamlio.number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: got {short(value)}; allowed: a number")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a YAML integer too big for a float
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: got {short(value)}; allowed: a finite number")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: got {short(value)}; allowed: a string")
@@ -367,7 +395,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{prefix.rstrip('.')}: got {short(raw)}; allowed: a mapping of keys")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = list(fields)
     kwargs: dict[str, Any] = {}
     for name, value in raw.items():
         if name not in names:
@@ -378,6 +407,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             kwargs[name] = _build(tp, value, f"{prefix}{name}.")
         else:
             kwargs[name] = coerce(f"{prefix}{name}", value, tp)
+            check_range(f"{prefix}{name}", kwargs[name], fields[name].metadata.get("range"))
     return cls(**kwargs)
 
 
@@ -391,6 +421,19 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
 
 check = _check
 """check(ok, key, value, allowed): raise the one-line ConfigError unless ok."""
+
+
+def check_range(key: str, value: Any, bounds: tuple[float | None, float | None] | None) -> None:
+    """ConfigError unless every number in `value` (a number, None or a tuple) is in `bounds`."""
+    if bounds is None or value is None:
+        return
+    low, high = bounds
+    for v in value if isinstance(value, tuple) else (value,):
+        if (low is not None and v < low) or (high is not None and v > high):
+            lo = "" if low is None else f">= {_num(low)}"
+            hi = "" if high is None else f"<= {_num(high)}"
+            raise ConfigError(f"{key}: got {short(value)}; allowed: a value "
+                              f"{' and '.join(x for x in (lo, hi) if x)}")
 
 
 def from_dict(raw: Mapping[str, Any] | None) -> Config:

@@ -9,12 +9,11 @@ in the core, because they describe the search service, which the training core k
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 from tuner.core import config as cfg
-from tuner.core.config import ConfigError, check, suggest
+from tuner.core.config import SEED_LIMIT, ConfigError, bounded, check, suggest
 from tuner.core.yamlio import short
 from tuner.objectives import OBJECTIVES, renamed_hint
 
@@ -25,12 +24,6 @@ SCHEDULER_KEYS: dict[str, tuple[str, ...]] = {
     "pbt": ("time_attr", "perturbation_interval"),
 }
 """The scheduler keys each scheduler type uses (besides `type`); others are an error."""
-SEED_LIMIT = 2**32 - 1000 * 1000
-"""Seeds must fit numpy's and Optuna's 32-bit range, with room for `--extend`'s offsets."""
-
-
-def _finite(value: float | None) -> bool:
-    return value is None or math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -53,13 +46,13 @@ class SchedulerSpec:
 
     def __post_init__(self) -> None:
         p = "search.scheduler."
-        check(_finite(self.grace_period) and self.grace_period > 0, p + "grace_period",
+        check(self.grace_period > 0, p + "grace_period",
               self.grace_period, "a number > 0")
-        check(_finite(self.reduction_factor) and self.reduction_factor > 1,
+        check(self.reduction_factor > 1,
               p + "reduction_factor", self.reduction_factor, "a number > 1")
-        check(self.max_t is None or (_finite(self.max_t) and self.max_t > self.grace_period),
+        check(self.max_t is None or self.max_t > self.grace_period,
               p + "max_t", self.max_t, f"a number > grace_period = {self.grace_period:g} or null")
-        check(_finite(self.perturbation_interval) and self.perturbation_interval > 0,
+        check(self.perturbation_interval > 0,
               p + "perturbation_interval", self.perturbation_interval, "a number > 0")
 
 
@@ -90,7 +83,7 @@ class SearchSpec:
     """Trials running at once (Tune starts one at a time without a limit)."""
     time_budget_s: float | None = None
     """Wall-clock budget of the whole search; None = unlimited."""
-    seed: int = 0
+    seed: int = bounded(0, 0, SEED_LIMIT)
     """Seed of the searcher / variant generator."""
     checkpoint_every: int = 5
     """Epochs between trial checkpoints."""
@@ -107,17 +100,12 @@ class SearchSpec:
 
     def __post_init__(self) -> None:
         p = "search."
-        check(_finite(self.target_loss), p + "target_loss", self.target_loss,
-              "a finite number or null")
         check(self.num_samples >= 1, p + "num_samples", self.num_samples, "an integer >= 1")
         check(self.max_concurrent >= 1, p + "max_concurrent", self.max_concurrent,
               "an integer >= 1")
-        check(self.time_budget_s is None or (_finite(self.time_budget_s)
-                                             and self.time_budget_s > 0),
+        check(self.time_budget_s is None or self.time_budget_s > 0,
               p + "time_budget_s", self.time_budget_s, "a number of seconds > 0 (null = "
               "unlimited)")
-        check(0 <= self.seed <= SEED_LIMIT, p + "seed", self.seed,
-              f"an integer in [0, {SEED_LIMIT}]")
         check(self.checkpoint_every >= 1, p + "checkpoint_every", self.checkpoint_every,
               "an integer >= 1 (epochs)")
         check(self.max_failures >= 0, p + "max_failures", self.max_failures, "an integer >= 0")
@@ -135,9 +123,9 @@ class Resources:
     """GPUs per trial."""
 
     def __post_init__(self) -> None:
-        check(_finite(self.cpu) and self.cpu > 0, "resources.cpu", self.cpu,
+        check(self.cpu > 0, "resources.cpu", self.cpu,
               "a number > 0 (CPUs per trial)")
-        check(_finite(self.gpu) and self.gpu >= 0, "resources.gpu", self.gpu,
+        check(self.gpu >= 0, "resources.gpu", self.gpu,
               "a number >= 0 (GPUs per trial)")
 
 
