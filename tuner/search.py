@@ -23,6 +23,10 @@ from tuner.core.config import ConfigError
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows each flag's default and keeps the examples' line breaks."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that answers bad flags with one line (no usage dump) and exit code 2."""
 
@@ -33,7 +37,14 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = _Parser(
         prog="python -m tuner.search",
-        description="Search how to train the chunked LSTM fastest (Ray Tune + Optuna).")
+        description="Search how to train the chunked LSTM fastest (Ray Tune + Optuna).",
+        formatter_class=_Help,
+        epilog="examples:\n"
+               "  python -m tuner.search --space search_spaces/full.yaml\n"
+               "  python -m tuner.search --space search_spaces/smoke.yaml --smoke-test --no-dashboard\n"
+               "  python -m tuner.search --space search_spaces/full.yaml --name full --resume\n"
+               "  python -m tuner.search --space search_spaces/full.yaml train.optimizer=adam --mlflow\n"
+               "every config key and its default: python -m tuner.keys")
     p.add_argument("--space", required=True, help="search space YAML, e.g. search_spaces/full.yaml")
     p.add_argument("--name", help="study name (default: the file's `name`)")
     p.add_argument("--results-dir", default="results", help="parent folder of study folders")
@@ -50,7 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "it finds; any number, e.g. logical GPUs on a CPU machine for tests)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study")
     p.add_argument("--extend", type=int, metavar="N", help="run N more trials on a finished study")
-    p.add_argument("--smoke", action="store_true", help="tiny data and budget (about a minute)")
+    p.add_argument("--smoke", "--smoke-test", action="store_true",
+                   help="tiny data and budget (about a minute)")
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="skip report.md at the end")
     p.add_argument("--mlflow", nargs="?", const="local", metavar="URI",
