@@ -66,6 +66,9 @@ def test_search_optuna_asha_writes_tables_and_study(ray_session, tmp_path):
     assert len(stored.trials) == 5
     best = yaml.safe_load((study / "best_config.yaml").read_text())
     assert set(best) == {"data", "model", "train"} and best["data"]["length"] == 200
+    # Rule: best_config.yaml says (in comments) which trial it comes from: the lowest objective.
+    lowest = trials.sort_values("objective", kind="stable").iloc[0]["trial_id"]
+    assert (study / "best_config.yaml").read_text().startswith(f"# best trial {lowest} (")
     recorded = yaml.safe_load((study / "study.yaml").read_text())
     assert "tuner.search" in recorded["command"] and "ray" in recorded["versions"]
 

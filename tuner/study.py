@@ -15,6 +15,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tuner import preflight
 from tuner import study_dir as folders
 from tuner.core import config as cfg
@@ -216,9 +218,24 @@ def best_trial(trials, mode: str):
     return ok.sort_values("objective", ascending=mode == "min", kind="stable").iloc[0]
 
 
+def best_config_header(best) -> str:
+    """YAML comments that say which trial and epoch best_config.yaml comes from (comments, so
+    the file stays a plain run config for `python -m tuner.train --config`)."""
+    def num(key: str) -> float:
+        value = best.get(key)
+        return float(value) if isinstance(value, (int, float)) else math.nan
+
+    lines = [f"# best trial {best['trial_id']} ({best['status']}, {num('epochs'):.0f} epochs)"]
+    if math.isfinite(num("best_val_loss")) and math.isfinite(num("best_epoch")):
+        lines.append(f"# best held-out loss {num('best_val_loss'):.5g} reached at epoch "
+                     f"{num('best_epoch'):.0f}; with train.early_stopping a re-run keeps that "
+                     "epoch's weights (python -m tuner.train --config this file --save-best best.pt)")
+    return "\n".join(lines) + "\n"
+
+
 def export(p: Plan) -> tuple[Any, Any]:
     """Final tables from disk, best_config.yaml from the best trial; returns (trials, epochs)."""
-    from tuner.results import atomic_write_yaml, read_logs, tables, write_tables
+    from tuner.results import atomic_write_text, read_logs, tables, write_tables
     from tuner.space import resolve
 
     logs = read_logs(p.study_dir)
@@ -228,7 +245,8 @@ def export(p: Plan) -> tuple[Any, Any]:
     if best is not None:
         params = next(log.params for log in logs if log.trial_id == best["trial_id"])
         config, _ = resolve(p.spec, params)
-        atomic_write_yaml(p.study_dir / "best_config.yaml", config.to_dict())
+        atomic_write_text(p.study_dir / "best_config.yaml",
+                          best_config_header(best) + yaml.safe_dump(config.to_dict(), sort_keys=False))
     return trials, epochs
 
 
