@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tuner.core.metrics import auc, final_finite_loss, losses_array, time_to_target
+from tuner.report.heldout import RUNNING, TRAIN, VAL
 from tuner.report.measures import (
     SPIKE_FACTOR,
     case_column,
@@ -29,6 +30,7 @@ from tuner.report.measures import (
     finished,
     loss_at,
     loss_at_seconds,
+    mean_ratio_upto,
     roughness,
 )
 from tuner.report.text import clean_values, fmt, fmt_spread
@@ -73,13 +75,15 @@ VERDICT_MARGIN = 0.05
 
 
 VERDICT_RULE = (
-    'A claim "A is lower (better) than B" **holds** when the min-max ranges over seeds do not '
-    "overlap (the worst seed of A is better than the best seed of B) and the means differ by more "
-    f"than {VERDICT_MARGIN:.0%} of the larger mean; it **does not hold** when the same is true the "
-    "other way round; otherwise it is **unclear** (the difference is within the seed spread). A "
-    "diverged run counts as +inf. A claim made of several comparisons holds when all of them hold "
-    "and does not hold when any of them does not; a claim whose cases were not run is "
-    '"unclear (case missing)".'
+    'A claim "A is better than B" **holds** when the min-max ranges over seeds do not overlap (the '
+    "worst seed of A is better than the best seed of B) and the means differ by more than "
+    f"{VERDICT_MARGIN:.0%} of the larger mean; it **does not hold** when the same is true the other "
+    "way round; otherwise it is **unclear** (the difference is within the seed spread). Losses are "
+    "compared as the **gain** 1 - loss / zero-predictor loss (the share of the zero predictor's "
+    f"error removed), so the {VERDICT_MARGIN:.0%} is of the larger improvement over predicting "
+    "zero, not of a raw loss near 1.0. A diverged run counts as +inf loss. A claim made of several "
+    "comparisons holds when all of them hold and does not hold when any of them does not; a claim "
+    'whose cases were not run is "unclear (case missing)".'
 )
 
 
@@ -115,6 +119,14 @@ def verdict_lower(
     return UNCLEAR
 
 
+def verdict_higher(
+    a: Iterable[float], b: Iterable[float], margin: float = VERDICT_MARGIN
+) -> Verdict:
+    """Verdict on "A is higher (better) than B", e.g. for gains; the margin is a share of the
+    larger |mean| (for gains: of the larger improvement over the zero predictor)."""
+    return verdict_lower([-x for x in a], [-x for x in b], margin)
+
+
 def combine_verdicts(verdicts: Iterable[str]) -> str:
     """All hold -> holds; any does not hold -> does not hold; otherwise unclear."""
     vs = list(verdicts)
@@ -135,7 +147,7 @@ class AblationSetup:
     """E: loss "after E epochs" uses the smallest, over cases, of the longest run of each case
     (diverged runs left out), so every case has runs that trained that long."""
     early_epoch: int
-    """An early epoch, ceil(E / 5), for "early speed-up" claims."""
+    """An early epoch, ceil(E / 5), for "early speed-up" claims: the end of the early window."""
     seconds: float
     """S: the same as E on the wall-clock axis (``train_time_s``); NaN without timings."""
     early_seconds: float
@@ -146,6 +158,14 @@ class AblationSetup:
     """How the target was chosen, for the report."""
     factor: float = SPIKE_FACTOR
     """Spike factor (see count_spikes)."""
+    updates: float = math.nan
+    """U: the same as E on the optimizer-update axis (``updates``); NaN without the column."""
+    early_updates: float = math.nan
+    """End of the early window on the update axis: U / 5, or its start if that is later."""
+    early_updates_from: float = 0.0
+    """Start of that window: the first update count by which every run had been measured once
+    (a run at N=100 chunks makes 100 updates before its first measured loss; counting it as the
+    zero predictor until then would decide the claim on what was never measured)."""
 
 
 def _ablation_trials(trials: pd.DataFrame) -> pd.DataFrame:
@@ -165,26 +185,33 @@ def _trial_epochs(epochs: pd.DataFrame, trial_ids: Iterable[str]) -> pd.DataFram
     return e.sort_values(["trial_id", "epoch"], kind="stable") if "epoch" in e else e
 
 
-def _run_summaries(epochs: pd.DataFrame) -> pd.DataFrame:
-    """Per trial: last epoch, last time, final finite loss, whether the run ended in a blow-up."""
+def _column(g: pd.DataFrame, name: str) -> np.ndarray:
+    """A numeric epochs column of one trial; NaN where the table lacks it."""
+    if name not in g.columns:
+        return np.full(len(g), np.nan)
+    return pd.to_numeric(g[name], errors="coerce").to_numpy(dtype=float)
+
+
+def _run_summaries(epochs: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per trial: last epoch, time and update count, final finite ``column``, blow-up or not."""
     rows = []
     for trial_id, g in epochs.groupby("trial_id", sort=False):
-        loss = losses_array(pd.to_numeric(g["loss"], errors="coerce").to_numpy(dtype=float))
-        time = (
-            pd.to_numeric(g["train_time_s"], errors="coerce").to_numpy(dtype=float)
-            if "train_time_s" in g
-            else np.full(len(g), np.nan)
-        )
+        loss = losses_array(_column(g, column))
+        time, updates = _column(g, "train_time_s"), _column(g, "updates")
         rows.append(
             {
                 "trial_id": str(trial_id),
+                "first_updates": float(updates[0]) if updates.size else math.nan,
                 "last_epoch": float(pd.to_numeric(g["epoch"], errors="coerce").max()),
                 "last_time": float(np.nanmax(time)) if np.isfinite(time).any() else math.nan,
+                "last_updates": (float(np.nanmax(updates)) if np.isfinite(updates).any()
+                                 else math.nan),
                 "final_loss": final_finite_loss(loss),
                 "blew_up": bool(loss.size and not math.isfinite(loss[-1])),
             }
         )
-    cols = ["trial_id", "last_epoch", "last_time", "final_loss", "blew_up"]
+    cols = ["trial_id", "first_updates", "last_epoch", "last_time", "last_updates",
+            "final_loss", "blew_up"]
     return pd.DataFrame(rows, columns=cols).set_index("trial_id")
 
 
@@ -193,15 +220,16 @@ def ablation_setup(
     epochs: pd.DataFrame,
     target_loss: float | None = None,
     factor: float = SPIKE_FACTOR,
+    column: str = TRAIN,
 ) -> AblationSetup:
-    """Choose E, S and the target loss for an ablation (see AblationSetup for the rules).
+    """Choose E, S, U and the target loss for an ablation (see AblationSetup for the rules).
 
     The target is ``target_loss`` when given (the space file's ``search.target_loss``); otherwise
-    the median over cases of their mean final loss. A target every case reaches in the first
-    epochs (such as the baseline's final loss) would not tell fast settings from slow ones.
+    the median over cases of their mean final ``column``. A target every case reaches in the
+    first epochs (such as the baseline's final loss) would not tell fast settings from slow ones.
     """
     abl = _ablation_trials(trials)
-    runs = _run_summaries(_trial_epochs(epochs, abl["trial_id"]))
+    runs = _run_summaries(_trial_epochs(epochs, abl["trial_id"]), column)
     runs = runs.join(abl.set_index("trial_id")[["case"]], how="inner")
     diverged = runs["blew_up"] | runs.index.isin(
         abl.loc[diverged_trials(abl).to_numpy(), "trial_id"]
@@ -217,6 +245,9 @@ def ablation_setup(
     e = min_of_case_max("last_epoch")
     epoch = int(e) if math.isfinite(e) else 0
     seconds = min_of_case_max("last_time")
+    updates = min_of_case_max("last_updates")
+    first = healthy["first_updates"].to_numpy(float)
+    u0 = float(np.nanmax(first)) if np.isfinite(first).any() else 0.0
     if target_loss is not None and math.isfinite(float(target_loss)):
         target, source = float(target_loss), "search.target_loss of study.yaml"
     else:
@@ -233,66 +264,80 @@ def ablation_setup(
         target=target,
         target_source=source,
         factor=factor,
+        updates=updates,
+        early_updates=max(updates / 5, u0) if math.isfinite(updates) else math.nan,
+        early_updates_from=u0,
     )
 
 
-def trial_metrics(trials: pd.DataFrame, epochs: pd.DataFrame, setup: AblationSetup) -> pd.DataFrame:
-    """The ablation's per-run numbers, one row per finished trial that has a case.
+METRIC_COLUMNS = ("case", "loss_E", "gain_E", "loss_S", "gain_S", "early_epochs",
+                  "early_seconds", "early_updates", "t_target", "spikes", "roughness", "auc",
+                  "final_loss", "updates_E", "updates_early", "updates_total", "stage", "chunks")
 
-    Index trial_id; columns ``case``, ``loss_E`` (after ``setup.epoch`` epochs), ``loss_early``
-    (after ``setup.early_epoch``), ``loss_S`` and ``loss_S_early`` (after ``setup.seconds`` and a
-    fifth of it), ``t_target`` (seconds to ``setup.target``, inf if never), ``spikes``
-    (count_spikes with ``setup.factor``), ``roughness``, ``auc``, ``final_loss`` (last finite),
-    ``stage`` and ``chunks`` at the last epoch.
+
+def _run_metrics(g: pd.DataFrame, column: str, setup: AblationSetup, zero: float) -> dict:
+    """One run's numbers on ``column`` (see trial_metrics)."""
+    loss = _column(g, column)
+    time, updates, epoch = _column(g, "train_time_s"), _column(g, "updates"), _column(g, "epoch")
+
+    def early_gain(x: np.ndarray, upto: float, start: float = 0.0) -> float:
+        return 1.0 - mean_ratio_upto(x, loss, upto, zero, start)
+
+    def updates_by(e: int) -> float:
+        done = updates[(epoch <= e) & np.isfinite(updates)]
+        return float(done[-1]) if done.size else math.nan
+
+    finite_updates = updates[np.isfinite(updates)]
+    return {
+        "t_target": time_to_target(time, loss, setup.target)
+        if math.isfinite(setup.target) else math.nan,
+        "spikes": float(count_spikes(loss, setup.factor)),
+        "roughness": roughness(loss, zero),
+        "auc": auc(loss),
+        "final_loss": final_finite_loss(loss),
+        # Epoch e's loss stands for the interval [e-1, e): the window is the mean of epochs 1..E/5.
+        "early_epochs": early_gain(epoch - 1, float(setup.early_epoch))
+        if setup.early_epoch else math.nan,
+        "early_seconds": early_gain(time, setup.early_seconds),
+        "early_updates": early_gain(updates, setup.early_updates, setup.early_updates_from),
+        "updates_E": updates_by(setup.epoch),
+        "updates_early": updates_by(setup.early_epoch),
+        "updates_total": float(finite_updates[-1]) if finite_updates.size else math.nan,
+    }
+
+
+def trial_metrics(trials: pd.DataFrame, epochs: pd.DataFrame, setup: AblationSetup,
+                  column: str = TRAIN, zero: float = 1.0) -> pd.DataFrame:
+    """The ablation's per-run numbers on the loss ``column``, one row per finished trial that has
+    a case; ``zero`` is the zero predictor's loss on that column's part of the data.
+
+    Index trial_id; columns (METRIC_COLUMNS): ``case``, ``loss_E``/``gain_E`` after
+    ``setup.epoch`` epochs (gain = 1 - loss / zero), ``loss_S``/``gain_S`` after
+    ``setup.seconds``, the mean gain over the early window per epoch (``early_epochs``: epochs
+    1..E/5), per second (``early_seconds``: 0..S/5) and per optimizer update (``early_updates``:
+    0..U/5), see `mean_ratio_upto`; ``t_target`` (seconds to ``setup.target``), ``spikes``,
+    ``roughness`` (in units of ``zero``), ``auc``, ``final_loss`` (last finite), the optimizer
+    updates made by epoch E, by E/5 and in all, ``stage`` and ``chunks`` at the last epoch.
     """
     abl = _ablation_trials(trials)
     e = _trial_epochs(epochs, abl["trial_id"])
-    cols = [
-        "case",
-        "loss_E",
-        "loss_early",
-        "loss_S",
-        "loss_S_early",
-        "t_target",
-        "spikes",
-        "roughness",
-        "auc",
-        "final_loss",
-        "stage",
-        "chunks",
-    ]
     if e.empty:
-        return pd.DataFrame(columns=cols, index=pd.Index([], name="trial_id"))
-    per: dict[str, dict[str, float]] = {}
-    for trial_id, g in e.groupby("trial_id", sort=False):
-        loss = pd.to_numeric(g["loss"], errors="coerce").to_numpy(dtype=float)
-        time = (
-            pd.to_numeric(g["train_time_s"], errors="coerce").to_numpy(dtype=float)
-            if "train_time_s" in g
-            else np.full(len(g), np.nan)
-        )
-        per[str(trial_id)] = {
-            "t_target": time_to_target(time, loss, setup.target)
-            if math.isfinite(setup.target)
-            else math.nan,
-            "spikes": float(count_spikes(loss, setup.factor)),
-            "roughness": roughness(loss),
-            "auc": auc(loss),
-            "final_loss": final_finite_loss(loss),
-        }
+        return pd.DataFrame(columns=list(METRIC_COLUMNS), index=pd.Index([], name="trial_id"))
+    per = {str(t): _run_metrics(g, column, setup, zero) for t, g in e.groupby("trial_id", sort=False)}
     out = pd.DataFrame.from_dict(per, orient="index")
     out.index.name = "trial_id"
-    out["loss_E"] = loss_at(e, setup.epoch) if setup.epoch else math.nan
-    out["loss_early"] = loss_at(e, setup.early_epoch) if setup.early_epoch else math.nan
+    out["loss_E"] = loss_at(e, setup.epoch, column=column) if setup.epoch else math.nan
     if math.isfinite(setup.seconds):
-        out["loss_S"] = loss_at_seconds(e, setup.seconds)
-        out["loss_S_early"] = loss_at_seconds(e, setup.early_seconds)
+        out["loss_S"] = loss_at_seconds(e, setup.seconds, column=column)
     else:
         out["loss_S"] = math.nan
-        out["loss_S_early"] = math.nan
+    out["gain_E"] = 1.0 - losses_array(out["loss_E"].to_numpy(float)) / zero
+    out["gain_S"] = 1.0 - losses_array(out["loss_S"].to_numpy(float)) / zero
+    out.loc[out["loss_E"].isna(), "gain_E"] = math.nan
+    out.loc[out["loss_S"].isna(), "gain_S"] = math.nan
     out = out.join(final_stage(e))
     out = out.join(abl.set_index("trial_id")[["case"]], how="inner")
-    return out[cols]
+    return out[list(METRIC_COLUMNS)]
 
 
 def case_values(metrics: pd.DataFrame, case: str, column: str) -> list[float]:
@@ -307,31 +352,57 @@ def ordered_cases(names: Iterable[str]) -> list[str]:
     return known + sorted(c for c in names if c not in CASES)
 
 
-def case_summary(metrics: pd.DataFrame, setup: AblationSetup) -> pd.DataFrame:
+def _updates_text(m: pd.DataFrame) -> str:
+    """Optimizer updates per case, ``a/b`` when seeds differ."""
+    values = sorted({int(v) for v in m if pd.notna(v) and math.isfinite(v)})
+    return "/".join(f"{v:,}" for v in values) if values else "-"
+
+
+def case_summary(readings: dict[str, pd.DataFrame], setup: AblationSetup) -> pd.DataFrame:
     """The ablation table: one row per case, every cell ``mean [min-max]`` over seeds as text.
 
-    Columns: case, seeds, loss after E epochs, loss after S seconds, seconds to target (with how
-    many seeds reached it), spikes per run, final stage (the chunk counts at the last epoch).
+    ``readings``: loss column -> trial_metrics on it (RUNNING, TRAIN and, with a hold-out, VAL).
+    Columns: case, seeds, each loss after E epochs, the optimizer updates made by then, the
+    held-out loss after S seconds, spikes per run of the running loss, final chunk counts.
     """
+    base = readings[TRAIN]
+    names = {RUNNING: "running train loss", TRAIN: "train loss", VAL: "held-out loss"}
     rows = []
-    for case in ordered_cases(metrics["case"]):
-        m = metrics[metrics["case"] == case]
-        reached = np.isfinite(m["t_target"].to_numpy(dtype=float))
-        t = m["t_target"].to_numpy(dtype=float)
-        t_text = fmt_spread(t[reached], 3) if reached.any() else "never"
+    for case in ordered_cases(base["case"]):
+        row: dict[str, object] = {"case": case, "seeds": int((base["case"] == case).sum())}
+        for col, metrics in readings.items():
+            m = metrics[metrics["case"] == case]
+            row[f"{names[col]} after {setup.epoch} epochs"] = fmt_spread(m["loss_E"])
+        m = base[base["case"] == case]
+        row[f"updates by epoch {setup.epoch}"] = _updates_text(m["updates_E"])
+        main = readings.get(VAL, base)
+        row[f"{names[VAL if VAL in readings else TRAIN]} after {fmt(setup.seconds, 3)} s"] = (
+            fmt_spread(main.loc[main["case"] == case, "loss_S"]))
+        spikes = readings.get(RUNNING, base)
+        row[f"spikes per run (x{setup.factor:g})"] = fmt_spread(
+            spikes.loc[spikes["case"] == case, "spikes"], 3)
         chunks = sorted({int(c) for c in m["chunks"] if pd.notna(c)})
-        rows.append(
-            {
-                "case": case,
-                "seeds": len(m),
-                f"loss after {setup.epoch} epochs": fmt_spread(m["loss_E"]),
-                f"loss after {fmt(setup.seconds, 3)} s": fmt_spread(m["loss_S"]),
-                "seconds to target": f"{t_text} ({int(reached.sum())}/{len(m)} reached)",
-                f"spikes per run (x{setup.factor:g})": fmt_spread(m["spikes"], 3),
-                "final chunks N": "/".join(map(str, chunks)) if chunks else "-",
-            }
-        )
+        row["final chunks N"] = "/".join(map(str, chunks)) if chunks else "-"
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: The two verdict columns of the claims table.
+VERDICT_TRAIN = "as the article measured (training loss)"
+VERDICT_VAL = "on held-out data"
+NO_HOLDOUT = "- (no hold-out)"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The loss columns one verdict column is decided on: ``same_n`` for comparisons of runs at
+    the same chunk count (the article's running loss), ``across_n`` for comparisons with a chunk
+    schedule (the end-of-epoch loss: the running loss at N=100 averages 100 models)."""
+
+    same_n: pd.DataFrame
+    across_n: pd.DataFrame
+    same_name: str
+    across_name: str
 
 
 def _mean_or_inf(values: Iterable[float]) -> float:
@@ -350,84 +421,134 @@ def _measure(metrics: pd.DataFrame, column: str, cases: Sequence[str], what: str
     return " vs ".join(parts) + f" ({what})"
 
 
-def _lower(m: pd.DataFrame, better: str, worse: str, column: str, what: str) -> tuple[str, str]:
-    """Claim "``better`` has a lower ``column`` than ``worse``": (measured text, verdict)."""
-    v = verdict_lower(case_values(m, better, column), case_values(m, worse, column))
+def _updates(m: pd.DataFrame, cases: Sequence[str], column: str, when: str) -> str:
+    """``updates by epoch E: a 30, b 3,000``: the optimizer updates behind a per-epoch value."""
+    parts = [f"{c} {_updates_text(m.loc[m['case'] == c, column])}" for c in cases]
+    return f"; optimizer updates by {when}: " + ", ".join(parts)
+
+
+def _better(m: pd.DataFrame, better: str, worse: str, column: str, what: str,
+            higher: bool = False) -> tuple[str, str]:
+    """Claim "``better`` beats ``worse`` on ``column``": (measured text, verdict)."""
+    decide = verdict_higher if higher else verdict_lower
+    v = decide(case_values(m, better, column), case_values(m, worse, column))
     return _measure(m, column, [better, worse], what), v
 
 
-def _stabilises(m: pd.DataFrame) -> tuple[str, str]:
+def _gain_E(m: pd.DataFrame, setup: AblationSetup, better: str, worse: str,
+            name: str) -> tuple[str, str]:
+    """Higher gain after E epochs, with the updates made by then."""
+    text, v = _better(m, better, worse, "gain_E", f"gain 1 - {name}/zero after {setup.epoch} "
+                      "epochs", higher=True)
+    return text + _updates(m, [better, worse], "updates_E", f"epoch {setup.epoch}"), v
+
+
+def _stabilises(m: pd.DataFrame, name: str) -> tuple[str, str]:
     """Roughness with clip below roughness without, for both Adam and RMSprop."""
     pairs = [("adam-clip", "adam"), ("rmsprop-clip", "rmsprop")]
     verdicts = [verdict_lower(case_values(m, a, "roughness"), case_values(m, b, "roughness"))
                 for a, b in pairs]
     text = "; ".join(_measure(m, "roughness", [a, b], "roughness") for a, b in pairs)
-    return text + ": mean rise of log10 loss per epoch", combine_verdicts(verdicts)
+    return (text + f": mean rise of the {name} per epoch, in units of the zero predictor's loss",
+            combine_verdicts(verdicts))
 
 
-def _speedup(m: pd.DataFrame, column: str, what: str) -> tuple[str, str]:
-    """sgd-schedule lower than sgd on ``column``, with seconds-to-target for context."""
-    text, verdict = _lower(m, "sgd-schedule", "sgd", column, what)
-    ttt = _measure(m, "t_target", ["sgd-schedule", "sgd"], "seconds to target")
-    return f"{text}; {ttt}", verdict
+def _speedup(m: pd.DataFrame, column: str, what: str, extra: str = "") -> tuple[str, str]:
+    """sgd-schedule has a higher mean gain than sgd over an early window."""
+    text, verdict = _better(m, "sgd-schedule", "sgd", column, what, higher=True)
+    return text + extra, verdict
 
 
 def _most_efficient(m: pd.DataFrame, at_s: str) -> tuple[str, str]:
-    """adam-clip-schedule has a lower loss after S seconds than every other case."""
+    """adam-clip-schedule has a higher gain after S seconds than every other case."""
     star = "adam-clip-schedule"
     others = [c for c in ordered_cases(m["case"]) if c != star]
     if not others:
         return "no other case to compare with", UNCLEAR
-    mine = case_values(m, star, "loss_S")
-    verdicts = {c: verdict_lower(mine, case_values(m, c, "loss_S")) for c in others}
-    means = {c: _mean_or_inf(case_values(m, c, "loss_S")) for c in others}
-    runner = min(others, key=lambda c: (means[c], c))
-    text = _measure(m, "loss_S", [star, runner], at_s + "; the best other case shown")
+    mine = case_values(m, star, "gain_S")
+    verdicts = {c: verdict_higher(mine, case_values(m, c, "gain_S")) for c in others}
+    means = {c: -_mean_or_inf([-v for v in case_values(m, c, "gain_S")]) for c in others}
+    runner = max(others, key=lambda c: (means[c], c))
+    text = _measure(m, "gain_S", [star, runner], at_s + "; the best other case shown")
     beaten = [c for c, v in verdicts.items() if v == DOES_NOT_HOLD]
     unclear = [c for c, v in verdicts.items() if v == UNCLEAR]
     if beaten:
         text += "; beaten by " + ", ".join(beaten)
     elif unclear:
         text += "; within the seed spread of " + ", ".join(unclear)
-    ttt = _measure(m, "t_target", [star, runner], "seconds to target")
-    return f"{text}; {ttt}", combine_verdicts(verdicts.values())
+    return text, combine_verdicts(verdicts.values())
 
 
 Claim = tuple[str, tuple[str, ...], Callable[[], tuple[str, str]]]
 """(claim text, the cases it needs, how to measure it: () -> (measured text, verdict))."""
 
 
-def _claims(m: pd.DataFrame, setup: AblationSetup) -> list[Claim]:
-    """The article's claims, each with the cases it needs and its measure."""
-    at_e = f"loss after {setup.epoch} epochs"
-    spikes = f"spikes per run, factor {setup.factor:g}"
+def _claims(r: Reading, setup: AblationSetup) -> list[Claim]:
+    """The article's claims, each with the cases it needs and its measure on one reading."""
+    m, mx, name, xname = r.same_n, r.across_n, r.same_name, r.across_name
+    spikes = f"spikes per run of the {name}, factor {setup.factor:g}"
 
-    def lower(better: str, worse: str, column: str, what: str) -> Callable[[], tuple[str, str]]:
-        return partial(_lower, m, better, worse, column, what)
+    def gain(better: str, worse: str) -> Callable[[], tuple[str, str]]:
+        return partial(_gain_E, m, setup, better, worse, name)
 
+    def fewer(better: str, worse: str) -> Callable[[], tuple[str, str]]:
+        return partial(_better, m, better, worse, "spikes", spikes)
+
+    early = f"mean gain 1 - {xname}/zero over epochs 1-{setup.early_epoch}"
+    early_updates = _updates(mx, ["sgd-schedule", "sgd"], "updates_early",
+                             f"epoch {setup.early_epoch}")
+    per_s = f"mean gain 1 - {xname}/zero over the first {fmt(setup.early_seconds, 3)} s"
+    per_u = (f"mean gain 1 - {xname}/zero over optimizer updates "
+             f"{fmt(setup.early_updates_from, 4)}-{fmt(setup.early_updates, 4)}")
     return [
-        ("1a. RMSprop beats SGD", ("rmsprop", "sgd"), lower("rmsprop", "sgd", "loss_E", at_e)),
-        ("1b. Adam beats SGD", ("adam", "sgd"), lower("adam", "sgd", "loss_E", at_e)),
-        ("1c. Adam beats RMSprop", ("adam", "rmsprop"), lower("adam", "rmsprop", "loss_E", at_e)),
+        ("1a. RMSprop beats SGD", ("rmsprop", "sgd"), gain("rmsprop", "sgd")),
+        ("1b. Adam beats SGD", ("adam", "sgd"), gain("adam", "sgd")),
+        ("1c. Adam beats RMSprop", ("adam", "rmsprop"), gain("adam", "rmsprop")),
         ("1d. Adam shows loss spikes (more than RMSprop)", ("adam", "rmsprop"),
-         lower("rmsprop", "adam", "spikes", spikes)),
+         fewer("rmsprop", "adam")),
         ("2a. Clipping (global norm 1.0) removes Adam's spikes", ("adam-clip", "adam"),
-         lower("adam-clip", "adam", "spikes", spikes)),
+         fewer("adam-clip", "adam")),
         ("2b. Clipping removes RMSprop's spikes", ("rmsprop-clip", "rmsprop"),
-         lower("rmsprop-clip", "rmsprop", "spikes", spikes)),
+         fewer("rmsprop-clip", "rmsprop")),
         ("2c. Adaptive clipping (the text's reading: mean + 1 std) removes Adam's spikes",
-         ("adam-adaptive-clip", "adam"), lower("adam-adaptive-clip", "adam", "spikes", spikes)),
+         ("adam-adaptive-clip", "adam"), fewer("adam-adaptive-clip", "adam")),
         ("2d. Clipping stabilises training (Adam and RMSprop)",
-         ("adam-clip", "adam", "rmsprop-clip", "rmsprop"), partial(_stabilises, m)),
+         ("adam-clip", "adam", "rmsprop-clip", "rmsprop"), partial(_stabilises, m, name)),
         ("2e. With clipping, Adam keeps its lead over RMSprop", ("adam-clip", "rmsprop-clip"),
-         lower("adam-clip", "rmsprop-clip", "loss_E", at_e)),
+         gain("adam-clip", "rmsprop-clip")),
         ("3a. The schedule gives SGD a large early speed-up (per epoch)", ("sgd-schedule", "sgd"),
-         partial(_speedup, m, "loss_early", f"loss after {setup.early_epoch} epochs")),
+         partial(_speedup, mx, "early_epochs", early, early_updates)),
         ("3b. ... and per wall-clock second", ("sgd-schedule", "sgd"),
-         partial(_speedup, m, "loss_S_early", f"loss after {fmt(setup.early_seconds, 3)} s")),
+         partial(_speedup, mx, "early_seconds", per_s)),
+        ("3c. ... and per optimizer update (not the article's claim: the update count it hides)",
+         ("sgd-schedule", "sgd"), partial(_speedup, mx, "early_updates", per_u)),
         ("4. Adam + clipping + schedule is the most efficient of all", ("adam-clip-schedule",),
-         partial(_most_efficient, m, f"loss after {fmt(setup.seconds, 3)} s")),
+         partial(_most_efficient, mx, f"gain 1 - {xname}/zero after {fmt(setup.seconds, 3)} s")),
     ]
+
+
+def _verdicts(r: Reading, setup: AblationSetup) -> list[tuple[str, str, str]]:
+    """(claim, measured, verdict) for every claim on one reading."""
+    present = set(r.same_n["case"]) & set(r.across_n["case"])
+    out = []
+    for claim, cases, measure in _claims(r, setup):
+        missing = [c for c in cases if c not in present]
+        if missing:
+            out.append((claim, "case missing: " + ", ".join(missing), CASE_MISSING))
+        else:
+            out.append((claim, *measure()))
+    return out
+
+
+def readings(trials: pd.DataFrame, epochs: pd.DataFrame, setup: AblationSetup,
+             zero_train: float = 1.0, zero_val: float = 1.0) -> dict[str, pd.DataFrame]:
+    """trial_metrics on every loss column epochs.csv has (RUNNING, TRAIN, VAL); VAL only when
+    some run has a held-out loss."""
+    out = {}
+    for col, zero in ((RUNNING, zero_train), (TRAIN, zero_train), (VAL, zero_val)):
+        if col in epochs.columns and pd.to_numeric(epochs[col], errors="coerce").notna().any():
+            out[col] = trial_metrics(trials, epochs, setup, col, zero)
+    return out
 
 
 def claims_table(
@@ -437,30 +558,32 @@ def claims_table(
     *,
     target_loss: float | None = None,
     factor: float = SPIKE_FACTOR,
+    zero_train: float = 1.0,
+    zero_val: float = 1.0,
 ) -> pd.DataFrame:
-    """Check each claim of the 2019 article against the ablation's numbers.
+    """Check each claim of the 2019 article against the ablation's numbers, twice.
 
-    One row per claim, columns ``claim``, ``measured`` (the numbers, as text, mean [min-max] over
-    seeds) and ``verdict`` (holds / does not hold / unclear, by VERDICT_RULE; "unclear (case
-    missing)" when a case the claim needs was not run). ``setup`` defaults to
-    ``ablation_setup(trials, epochs, target_loss, factor)``.
+    One row per claim; columns ``claim``, VERDICT_TRAIN (as the article measured: its running
+    training loss between runs at the same chunk count, the end-of-epoch training loss where a
+    chunk schedule is compared), VERDICT_VAL (the held-out loss; NO_HOLDOUT without one), and
+    ``measured (training)`` / ``measured (held-out)`` (mean [min-max] over seeds). ``zero_*``:
+    the zero predictor's training and held-out loss (study.yaml's baselines).
 
-    Claims and their measures:
-    1. RMSprop and Adam beat SGD; Adam beats RMSprop but spikes: loss after E epochs; spike count.
-    2. Clipping removes the spikes (norm clip, and the text's adaptive reading) and stabilises
-       training (roughness), and Adam keeps its lead (loss after E epochs, both clipped).
-    3. The schedule gives SGD a large early speed-up: loss at the early epoch E/5, and after S/5 s.
-    4. Adam + clipping + schedule is the most efficient of all: loss after S seconds vs every case.
+    1. RMSprop and Adam beat SGD, Adam beats RMSprop (gain after E epochs) but spikes.
+    2. Clipping removes the spikes and stabilises training (roughness), Adam keeps its lead.
+    3. The schedule gives SGD a large early speed-up: mean gain over the early window per epoch,
+       per second and per optimizer update.
+    4. Adam + clipping + schedule is the most efficient of all: gain after S seconds.
     """
     setup = setup or ablation_setup(trials, epochs, target_loss, factor)
-    metrics = trial_metrics(trials, epochs, setup)
-    present = set(metrics["case"])
-    rows: list[dict[str, str]] = []
-    for claim, cases, measure in _claims(metrics, setup):
-        missing = [c for c in cases if c not in present]
-        if missing:
-            measured, verdict = "case missing: " + ", ".join(missing), CASE_MISSING
-        else:
-            measured, verdict = measure()
-        rows.append({"claim": claim, "measured": measured, "verdict": verdict})
-    return pd.DataFrame(rows, columns=["claim", "measured", "verdict"])
+    r = readings(trials, epochs, setup, zero_train, zero_val)
+    cols = ["claim", VERDICT_TRAIN, VERDICT_VAL, "measured (training)", "measured (held-out)"]
+    if not {RUNNING, TRAIN} <= set(r):
+        return pd.DataFrame(columns=cols)
+    train = _verdicts(Reading(r[RUNNING], r[TRAIN], "running training loss",
+                              "end-of-epoch training loss"), setup)
+    val = (_verdicts(Reading(r[VAL], r[VAL], "held-out loss", "held-out loss"), setup)
+           if VAL in r else [(c, "-", NO_HOLDOUT) for c, _, _ in train])
+    rows = [{"claim": c, VERDICT_TRAIN: v, VERDICT_VAL: hv, "measured (training)": m,
+             "measured (held-out)": hm} for (c, m, v), (_, hm, hv) in zip(train, val, strict=True)]
+    return pd.DataFrame(rows, columns=cols)
