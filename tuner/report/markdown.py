@@ -348,6 +348,9 @@ def ablation_sections(
         "",
     ]
     lines += [md_table(table) if len(table) else "No finished case runs.", ""]
+    if not len(claims):
+        return lines + [H_CLAIMS, "", ("No claims checked: epochs.csv lacks `train_loss_running` "
+                                       "or `train_loss` (see the note above)."), ""]
     lines += [H_CLAIMS, "", "Verdict rule: " + VERDICT_RULE, "", CLAIMS_MEASURES, "",
               md_table(claims), ""]
     return lines
