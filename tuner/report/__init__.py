@@ -15,7 +15,8 @@ The modules, in the order data flows through them:
 * `measures`: generic measures of curves and trial tables (spikes, loss at E epochs, settings).
 * `ranges`: searched ranges and edge-of-range warnings.
 * `heldout`: the baselines of study.yaml, gains over them, the data's constants, overfitting.
-* `claims`: the 2019 article's ablation: its cases, yardsticks, verdicts and claims table.
+* `yardsticks`: the 2019 article's cases and every run's numbers on one loss column.
+* `claims`: the article's claims, the verdict rule and the two-column claims table.
 * `importance`: parameter importance from trials.csv (fANOVA or PED-ANOVA).
 * `plots`, `axes`: figures; `text`, `markdown`: tables and text sections.
 * `build`: `make_report`; `cli`: the command line.

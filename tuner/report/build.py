@@ -172,7 +172,8 @@ def best_section(study: StudyFiles, groups: list[Group], plots: Path) -> list[st
     best = [Group(f"#{i + 1} {t}", (t,), c)
             for i, (t, c) in enumerate(zip(ids, palette(len(ids)), strict=True))]
     if best:
-        fig = plot_curves(study, best, "epoch", f"{study.name}: the {TOP_N} best trials")
+        fig = plot_curves(study, best, "epoch", f"{study.name}: the {TOP_N} best trials",
+                          TRAIN, "training loss (end of epoch)", study.baselines.hlines(TRAIN))
         save_png(fig, plots / "best_trials.png")
         lines += [image("plots/best_trials.png", "best trials"), ""]
     return lines

@@ -108,15 +108,16 @@ def _baseline_lines(study: StudyFiles, ranking: pd.DataFrame) -> list[str]:
         base_values, base_mean = [], float(np.median(objs)) if objs.size else math.nan
         base_text = f"the median trial ({fmt(base_mean)})"
     best_mean = float(best["mean"])
+    label = "Against the article's baseline" if len(base_row) else "Against the median trial"
     if study.has_cases and best["setting"] == BASELINE_CASE:
-        lines.append("- **Against the baseline:** the baseline `sgd` is itself the best setting.")
+        lines.append(f"- **{label}:** the baseline `sgd` is itself the best setting.")
     elif math.isinf(base_mean) and math.isfinite(best_mean):
-        lines.append(f"- **Against the baseline:** {base_text} diverged; the best setting did not.")
+        lines.append(f"- **{label}:** {base_text} diverged; the best setting did not.")
     elif math.isfinite(base_mean) and math.isfinite(best_mean) and base_mean > 0:
         rel = (base_mean - best_mean) / base_mean
         times = f", {base_mean / best_mean:.3g}x lower" if best_mean > 0 else ""
         word = "lower" if rel >= 0 else "higher"
-        line = f"- **Against the baseline:** {abs(rel):.1%} {word} than {base_text}{times}."
+        line = f"- **{label}:** {abs(rel):.1%} {word} than {base_text}{times}."
         if base_values:
             v = verdict_lower(best["values"], base_values)
             line += (
