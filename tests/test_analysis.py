@@ -436,3 +436,21 @@ def test_fmt_spread() -> None:
     assert text.fmt_spread([2.0, 2.0]) == "2"
     assert text.fmt_spread([]) == "-"
     assert text.fmt_spread([1.0, math.inf]) == "inf [1-inf]"
+
+
+def test_data_lines_state_constants_split_or_the_file() -> None:
+    # Rule: synthetic data: preset, both wave periods and the noise; a file: its path; the
+    # split with its sizes; a study without them: nothing (the report says so).
+    synthetic = {"data_constants": {"source": "synthetic", "preset": "two-modes", "period_a": 50.0,
+                                    "period_b": 230.0, "noise_std": 0.1, "walk_step": 0.01,
+                                    "n_series": 10, "length": 4000, "seed": 0},
+                 "split": {"train_series": 10, "train_steps": 31000, "val_steps": 7750,
+                           "val_fraction": 0.2, "val_whole_series": 0}}
+    lines = heldout.data_lines(synthetic)
+    assert "preset `two-modes`: two waves with periods 50 and 230 steps, noise std 0.1" in lines[0]
+    assert "held out: 7,750 steps (the last 20% of each series)" in lines[1]
+    lines = heldout.data_lines({"data_constants": {"source": "file", "path": "prices.csv"},
+                                "split": {"train_series": 3, "train_steps": 900, "val_steps": 0}})
+    assert lines[0] == "- **Data:** the file `prices.csv` (real prices)."
+    assert "**no hold-out**" in lines[1]
+    assert heldout.data_lines({}) == []

@@ -446,6 +446,22 @@ def test_summary_says_first_when_ridge_is_not_beaten(tmp_path: Path) -> None:
     assert "vs ridge 0.05" in first and "worse" in first
 
 
+def test_summary_says_first_when_there_is_no_hold_out(tmp_path: Path) -> None:
+    # Rule: without held-out losses the summary's first line says nothing here is on unseen
+    # data, and the overfitting section says it cannot be seen.
+    path = plain_study(tmp_path / "nohold", n=12)
+    for name in ("trials.csv", "epochs.csv"):
+        table = pd.read_csv(path / name)
+        for col in ("val_loss", "best_val_loss"):
+            table[col] = math.nan
+        table.to_csv(path / name, index=False)
+    text = report.make_report(path).read_text()
+    first = text.split(report.H_SUMMARY)[1].strip().splitlines()[0]
+    assert first.startswith("- **No held-out data:** every loss in this report is on the "
+                            "training series")
+    assert "No held-out loss recorded: overfitting cannot be seen." in text
+
+
 def test_old_study_columns_are_a_note_not_a_crash(tmp_path: Path) -> None:
     # Rule: a study written before the held-out columns (one `loss` column) is reported with a
     # note naming the missing columns; no KeyError.
