@@ -101,6 +101,10 @@ def curves_section(study: StudyFiles, groups: list[Group], plots: Path) -> list[
                      "finite loss of a run that diverged."), ""]
 
 
+#: At most this many overfitting runs are listed (an ablation of 30 runs fits).
+OVERFIT_ROWS = 40
+
+
 def overfit_section(study: StudyFiles, groups: list[Group], plots: Path) -> list[str]:
     """Training and held-out curves on one plot per case or best trial, and the warning list."""
     lines = [H_OVERFIT, ""]
@@ -127,9 +131,12 @@ def overfit_section(study: StudyFiles, groups: list[Group], plots: Path) -> list
                                      zip(rows["train_at_min"], rows["train_end"], strict=True)],
         "last epoch": [fmt(v) for v in rows["last_epoch"]],
     })
+    more = (f"The first {OVERFIT_ROWS} of {len(table)} are listed." if len(table) > OVERFIT_ROWS
+            else "")
     return lines + [(f"**Warning: {len(rows)} of {len(ids)} runs shown overfit** (their held-out "
                      "loss rose while their training loss kept falling; the kept model is the "
-                     "best epoch's, see `best_epoch`)."), "", rule, "", md_table(table), ""]
+                     "best epoch's, see `best_epoch`)."), "", rule, "",
+                    md_table(table.head(OVERFIT_ROWS)), "", *([more, ""] if more else [])]
 
 
 def axis_section(study: StudyFiles, plots: Path) -> list[str]:

@@ -231,7 +231,8 @@ def _claims(r: Reading, setup: AblationSetup) -> list[Claim]:
     def fewer(better: str, worse: str) -> Callable[[], tuple[str, str]]:
         return partial(_better, m, better, worse, "spikes", spikes)
 
-    early = f"mean gain 1 - {xname}/zero over epochs 1-{setup.early_epoch}"
+    early = (f"mean gain 1 - {xname}/zero over epochs 1-{setup.early_epoch}"
+             if setup.early_epoch > 1 else f"gain 1 - {xname}/zero at epoch 1")
     early_updates = _updates(mx, ["sgd-schedule", "sgd"], "updates_early",
                              f"epoch {setup.early_epoch}")
     per_s = f"mean gain 1 - {xname}/zero over the first {fmt(setup.early_seconds, 3)} s"
