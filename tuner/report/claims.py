@@ -34,7 +34,10 @@ from tuner.report.yardsticks import (  # noqa: F401  (re-exported: the claims' v
     readings,
     trial_metrics,
 )
-from tuner.report.text import clean_values, fmt, fmt_spread
+from tuner.report.text import clean_values, fmt, fmt_pct_spread, fmt_spread
+
+#: Per-run columns that are gains (1 - loss / zero loss), shown as percentages.
+GAIN_COLUMNS = ("gain_E", "gain_S", "early_epochs", "early_seconds", "early_updates")
 
 Verdict = Literal["holds", "does not hold", "unclear"]
 
@@ -152,8 +155,9 @@ def _measure(metrics: pd.DataFrame, column: str, cases: Sequence[str], what: str
     """``case value [min-max]`` for each case, then what was measured (a time to a target that
     no seed reached reads "never")."""
     parts = []
+    show = fmt_pct_spread if column in GAIN_COLUMNS else fmt_spread
     for c in cases:
-        text = fmt_spread(case_values(metrics, c, column))
+        text = show(case_values(metrics, c, column))
         parts.append(f"{c} {'never' if column == 't_target' and text == 'inf' else text}")
     return " vs ".join(parts) + f" ({what})"
 
