@@ -138,12 +138,13 @@ def _tally(verdicts: pd.Series) -> str:
     return ", ".join(parts + [f"{int(v.str.startswith(UNCLEAR).sum())} unclear"])
 
 
-def _held_out(study: StudyFiles, trial_ids: list[str]) -> float:
-    """Mean best_val_loss (the held-out loss of the kept model) over the given trials."""
+def _held_out(study: StudyFiles, trial_ids: list[str], column: str = "best_val_loss") -> float:
+    """Mean best_val_loss (the held-out loss of the kept model; ``column`` val_loss: of the last
+    epoch) over the given trials."""
     t = study.trials
-    if "best_val_loss" not in t.columns:
+    if column not in t.columns:
         return math.nan
-    v = pd.to_numeric(t.loc[t["trial_id"].isin(trial_ids), "best_val_loss"], errors="coerce")
+    v = pd.to_numeric(t.loc[t["trial_id"].isin(trial_ids), column], errors="coerce")
     v = v.dropna()
     return float(v.mean()) if len(v) else math.nan
 
@@ -174,7 +175,11 @@ def heldout_lines(study: StudyFiles, ranking: pd.DataFrame) -> list[str]:
         return [f"- **Held-out loss of the best setting:** {what}: {fmt(val)}{seeds} (study.yaml "
                 "states no baselines to compare it with)."]
     vs = against(val, b.ridge_val, "ridge")
-    zero = f"; the zero predictor's is {fmt(b.zero_val)}"
+    last = _held_out(study, _setting_trials(study, best), "val_loss")
+    zero = (f"; the zero predictor's is {fmt(b.zero_val)}. That is the held-out loss of the best "
+            "epoch (the model `best_epoch` keeps), chosen on the same held-out data, so it is "
+            "slightly optimistic" + (f"; at the last epoch it was {fmt(last)}"
+                                     if math.isfinite(last) and abs(last - val) > 1e-9 else ""))
     if val < b.ridge_val:
         return [f"- **Held-out truth:** the best setting, {what}, beats the ridge baseline: "
                 f"{vs}{seeds}{zero}."]
