@@ -14,7 +14,9 @@ The modules, in the order data flows through them:
 * `load`: read the folder (``StudyFiles``); the searched keys' distributions via the space loader.
 * `measures`: generic measures of curves and trial tables (spikes, loss at E epochs, settings).
 * `ranges`: searched ranges and edge-of-range warnings.
-* `claims`: the 2019 article's ablation: its cases, yardsticks, verdicts and claims table.
+* `heldout`: the baselines of study.yaml, gains over them, the data's constants, overfitting.
+* `yardsticks`: the 2019 article's cases and every run's numbers on one loss column.
+* `claims`: the article's claims, the verdict rule and the two-column claims table.
 * `importance`: parameter importance from trials.csv (fANOVA or PED-ANOVA).
 * `plots`, `axes`: figures; `text`, `markdown`: tables and text sections.
 * `build`: `make_report`; `cli`: the command line.
@@ -35,6 +37,7 @@ from tuner.report.markdown import (
     H_GRAD,
     H_ANYTIME,
     H_IMPORTANCE,
+    H_OVERFIT,
     H_SEARCH,
     H_STUDY,
     H_SUMMARY,
@@ -42,6 +45,6 @@ from tuner.report.markdown import (
 
 __all__ = [
     "H_ABLATION", "H_AXIS", "H_BEST", "H_CLAIMS", "H_CURVES", "H_DIVERGED", "H_EDGES", "H_GRAD",
-    "H_ANYTIME", "H_IMPORTANCE", "H_SEARCH", "H_STUDY", "H_SUMMARY", "ReportError", "StudyFiles",
+    "H_ANYTIME", "H_IMPORTANCE", "H_OVERFIT", "H_SEARCH", "H_STUDY", "H_SUMMARY", "ReportError", "StudyFiles",
     "load_study", "main", "make_report", "parameter_importance",
 ]

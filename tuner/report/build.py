@@ -17,6 +17,7 @@ from tuner.report.anytime import anytime_curve, study_settings
 from tuner.report.anytime_plot import plot_study
 from tuner.report.axes import plot_axes, searched_keys
 from tuner.report.claims import AblationSetup, ablation_setup, claims_table
+from tuner.report.heldout import OVERFIT_RULE, RUNNING, TRAIN, VAL, overfit_rows
 from tuner.report.importance import parameter_importance, save_importance_plot
 from tuner.report.load import ReportError, StudyFiles, load_study, mapping
 from tuner.report.markdown import (
@@ -28,6 +29,7 @@ from tuner.report.markdown import (
     H_EDGES,
     H_GRAD,
     H_IMPORTANCE,
+    H_OVERFIT,
     H_SEARCH,
     Counts,
     ablation_sections,
@@ -45,6 +47,7 @@ from tuner.report.plots import (
     palette,
     plot_curves,
     plot_gradients,
+    plot_overfit,
     save_png,
     style,
 )
@@ -62,20 +65,78 @@ def _target_loss(study: StudyFiles) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _has(study: StudyFiles, column: str) -> bool:
+    """Some epoch has a value in ``column``."""
+    return column in study.epochs and study.epochs[column].notna().any()
+
+
 def curves_section(study: StudyFiles, groups: list[Group], plots: Path) -> list[str]:
-    """Training loss per epoch and per second of training, one line per case or best trial."""
+    """The running training loss (as the article measured) and the held-out loss, per epoch and
+    per second of training, one line per case or best trial, with the baselines."""
     lines = [H_CURVES, ""]
     if not groups:
         return lines + ["No epochs recorded: no curves to draw.", ""]
-    for axis, fname, label in (("epoch", "loss_vs_epoch.png", "per epoch"),
-                               ("train_time_s", "loss_vs_seconds.png", "per second of training")):
-        fig = plot_curves(study, groups, axis, f"{study.name}: training loss {label}")
-        save_png(fig, plots / fname)
-        lines += [image(f"plots/{fname}", f"training loss {label}"), ""]
+    b = study.baselines
+    kinds = [(RUNNING, "", "training loss as the article measured (running)", b.hlines(TRAIN))]
+    if _has(study, VAL):
+        kinds.append((VAL, "val_", "held-out loss", b.hlines(VAL)))
+    for column, prefix, what, hlines in kinds:
+        if not _has(study, column):
+            lines += [f"No `{column}` recorded: no curve of the {what}.", ""]
+            continue
+        for axis, fname, label in (("epoch", f"{prefix}loss_vs_epoch.png", "per epoch"),
+                                   ("train_time_s", f"{prefix}loss_vs_seconds.png",
+                                    "per second of training")):
+            fig = plot_curves(study, groups, axis, f"{study.name}: {what} {label}", column,
+                              what, hlines)
+            save_png(fig, plots / fname)
+            lines += [image(f"plots/{fname}", f"{what} {label}"), ""]
     what = ("case (mean over seeds, band = min-max)" if study.has_cases
             else f"the {TOP_N} best trials")
-    return lines + [(f"One line per {what}. Hollow circles: the chunk schedule moved to its "
-                     "next stage; red x: the last finite loss of a run that diverged."), ""]
+    return lines + [(f"One line per {what}. Black lines: the baselines on the same part of the "
+                     "data (predict zero; ridge regression on the same lags). The running loss "
+                     "averages the epoch's updates, so at N=100 chunks it is not comparable with "
+                     "N=1 (see the overfitting plot for the end-of-epoch training loss). Hollow "
+                     "circles: the chunk schedule moved to its next stage; red x: the last "
+                     "finite loss of a run that diverged."), ""]
+
+
+#: At most this many overfitting runs are listed (an ablation of 30 runs fits).
+OVERFIT_ROWS = 40
+
+
+def overfit_section(study: StudyFiles, groups: list[Group], plots: Path) -> list[str]:
+    """Training and held-out curves on one plot per case or best trial, and the warning list."""
+    lines = [H_OVERFIT, ""]
+    if not groups or not _has(study, VAL):
+        return lines + ["No held-out loss recorded: overfitting cannot be seen.", ""]
+    save_png(plot_overfit(study, groups, study.baselines.hlines(VAL)), plots / "overfit.png")
+    lines += [image("plots/overfit.png", "training against held-out loss"), "",
+              ("Solid: the end-of-epoch training loss (`train_loss`); dashed: the held-out loss "
+               "(`val_loss`); black: the held-out baselines."), ""]
+    ids = [t for g in groups for t in g.trial_ids]
+    rows = overfit_rows(study.epochs, ids)
+    rule = f"Rule: {OVERFIT_RULE}"
+    if rows.empty:
+        return lines + [f"No run shown here overfit by the rule. {rule}", ""]
+    case = (study.trials.set_index("trial_id")["case"].to_dict() if study.has_cases else {})
+    table = pd.DataFrame({
+        "trial": rows["trial_id"],
+        **({"case": [case.get(t, "") for t in rows["trial_id"]]} if case else {}),
+        "gap opened (epoch)": [fmt(v) for v in rows["gap_epoch"]],
+        "margin crossed (epoch)": [fmt(v) for v in rows["crossed_epoch"]],
+        "held-out: min -> last": [f"{fmt(a)} -> {fmt(z)}" for a, z in
+                                  zip(rows["val_min"], rows["val_end"], strict=True)],
+        "training: at min -> last": [f"{fmt(a)} -> {fmt(z)}" for a, z in
+                                     zip(rows["train_at_min"], rows["train_end"], strict=True)],
+        "last epoch": [fmt(v) for v in rows["last_epoch"]],
+    })
+    more = (f"The first {OVERFIT_ROWS} of {len(table)} are listed." if len(table) > OVERFIT_ROWS
+            else "")
+    return lines + [(f"**Warning: {len(rows)} of {len(ids)} runs shown overfit** (their held-out "
+                     "loss rose while their training loss kept falling; the kept model is the "
+                     "best epoch's, see `best_epoch`)."), "", rule, "",
+                    md_table(table.head(OVERFIT_ROWS)), "", *([more, ""] if more else [])]
 
 
 def axis_section(study: StudyFiles, plots: Path) -> list[str]:
@@ -118,7 +179,8 @@ def best_section(study: StudyFiles, groups: list[Group], plots: Path) -> list[st
     best = [Group(f"#{i + 1} {t}", (t,), c)
             for i, (t, c) in enumerate(zip(ids, palette(len(ids)), strict=True))]
     if best:
-        fig = plot_curves(study, best, "epoch", f"{study.name}: the {TOP_N} best trials")
+        fig = plot_curves(study, best, "epoch", f"{study.name}: the {TOP_N} best trials",
+                          TRAIN, "training loss (end of epoch)", study.baselines.hlines(TRAIN))
         save_png(fig, plots / "best_trials.png")
         lines += [image("plots/best_trials.png", "best trials"), ""]
     return lines
@@ -145,8 +207,9 @@ def anytime_section(study: StudyFiles, plots: Path) -> list[str]:
     if curve["best"].notna().sum() == 0:
         return [H_ANYTIME, "", f"No finite {settings['metric']} was recorded.", ""]
     label = f"best {settings['metric']} so far"
+    hlines = study.baselines.hlines(VAL if "val" in str(settings["metric"]) else TRAIN)
     for axis in ("timesteps", "seconds"):
-        plot_study(curve, plots / f"anytime_{axis}.png", axis=axis, ylabel=label)
+        plot_study(curve, plots / f"anytime_{axis}.png", axis=axis, ylabel=label, hlines=hlines)
     best = curve["best"].dropna()
     at = curve.loc[best.index[best == best.iloc[-1]][0]]
     return [H_ANYTIME, "",
@@ -156,7 +219,8 @@ def anytime_section(study: StudyFiles, plots: Path) -> list[str]:
              f"{at['timesteps'] / curve['timesteps'].iloc[-1]:.0%} of the study's time steps "
              f"({fmt(at['timesteps'])} of {fmt(curve['timesteps'].iloc[-1])}); circles mark the "
              "warm-start points (`search.start_from`). Epochs are ordered by when they ended "
-             "(replayed from each trial's epoch seconds on the study's concurrent slots)."), ""]
+             "(replayed from each trial's epoch seconds on the study's concurrent slots). Black "
+             "lines: the zero and ridge baselines on the same part of the data."), ""]
 
 
 def importance_section(study: StudyFiles, plots: Path) -> list[str]:
@@ -179,14 +243,16 @@ def _report_lines(study: StudyFiles, plots: Path) -> list[str]:
     setup: AblationSetup | None = None
     claims: pd.DataFrame | None = None
     if study.has_cases and not study.epochs.empty:
+        b = study.baselines
         setup = ablation_setup(study.trials, study.epochs, _target_loss(study))
-        claims = claims_table(study.trials, study.epochs, setup)
+        claims = claims_table(study.trials, study.epochs, setup, zero_train=b.zero(TRAIN),
+                              zero_val=b.zero(VAL))
     lines = [f"# Report: {study.name}", ""]
     lines += summary_section(study, ranking, counts, claims, edges)
     lines += study_section(study, ranking, counts)
     with style():
         groups = curve_groups(study) if not study.epochs.empty else []
-        lines += curves_section(study, groups, plots)
+        lines += curves_section(study, groups, plots) + overfit_section(study, groups, plots)
         if setup is not None and claims is not None:
             lines += ablation_sections(study, setup, claims)
         lines += [H_SEARCH, ""] + axis_section(study, plots) + edges_section(edges)

@@ -18,6 +18,7 @@ import yaml
 
 from tuner.core.config import Config, ConfigError
 from tuner.core.metrics import EPOCH_COLUMNS
+from tuner.report.heldout import Baselines, read_baselines
 from tuner.report.measures import case_column
 
 
@@ -45,9 +46,15 @@ class StudyFiles:
     """For a ``case`` key: each case's value of every key some case sets (the base config's
     value where a case leaves a key alone)."""
     objective: str
-    """Column of the value minimised: ``objective``, else the space's metric, else best_loss."""
+    """Column of the value minimised: ``objective``, else the space's metric, else
+    best_val_loss, else best_train_loss."""
     notes: list[str] = field(default_factory=list)
     """Problems met while reading (missing optional files), stated in the report."""
+
+    @property
+    def baselines(self) -> Baselines:
+        """The zero and ridge predictors' losses from study.yaml (NaN where not stated)."""
+        return read_baselines(self.meta)
 
     @property
     def has_cases(self) -> bool:
@@ -62,14 +69,36 @@ _SPACE_SECTIONS = ("name", "data", "model", "train", "space", "search", "resourc
 
 _NUMERIC_TRIAL_COLUMNS = (
     "objective",
-    "best_loss",
-    "final_loss",
+    "train_loss",
+    "best_train_loss",
+    "val_loss",
+    "best_val_loss",
+    "best_epoch",
     "auc",
     "epochs",
     "timesteps",
     "seconds",
     "diverged_epoch",
 )
+
+
+_FALLBACK_OBJECTIVES = ("best_val_loss", "best_train_loss")
+
+#: The epochs.csv losses the report reads (tuner.core.metrics.EPOCH_COLUMNS); a study written
+#: before they existed (one `loss` column) gets them as empty columns and a note.
+_LOSS_COLUMNS = ("train_loss_running", "train_loss", "val_loss")
+
+
+def _fill_missing(epochs: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Add every EPOCH_COLUMNS column epochs.csv lacks (empty), with one note naming them."""
+    missing = [c for c in EPOCH_COLUMNS if c not in epochs.columns]
+    if not missing:
+        return epochs
+    lost = [c for c in _LOSS_COLUMNS if c in missing]
+    old = " (a study written before the held-out split: re-run it)" if "loss" in epochs else ""
+    what = f"; curves and verdicts that need {', '.join(lost)} are left out" if lost else ""
+    notes.append(f"epochs.csv has no column {', '.join(missing)}{old}{what}.")
+    return epochs.assign(**{c: float("nan") for c in missing})
 
 
 def _read_yaml(path: Path, notes: list[str]) -> dict[str, Any]:
@@ -142,7 +171,8 @@ def _space_file(meta: dict[str, Any], notes: list[str]) -> tuple[dict[str, od.Ba
 
 def _missing_objective(path: Path, columns: pd.Index, metric: str) -> str:
     """The one-line error for a trials.csv without any column to rank trials by."""
-    wanted = " or ".join(dict.fromkeys(c for c in ("objective", metric, "best_loss") if c))
+    wanted = " or ".join(dict.fromkeys(c for c in ("objective", metric, *_FALLBACK_OBJECTIVES)
+                                       if c))
     shown = ", ".join(map(str, columns[:8])) + (", ..." if len(columns) > 8 else "")
     return f"{path} is missing the column {wanted} (it has: {shown})"
 
@@ -178,6 +208,7 @@ def load_study(study_dir: str | os.PathLike[str]) -> StudyFiles:
             for col in epochs.columns:
                 if col != "trial_id":
                     epochs[col] = pd.to_numeric(epochs[col], errors="coerce")
+            epochs = _fill_missing(epochs, notes)
             epochs = epochs.sort_values(["trial_id", "epoch"], kind="stable")
     else:
         notes.append("epochs.csv is missing: no training curves.")
@@ -188,7 +219,9 @@ def load_study(study_dir: str | os.PathLike[str]) -> StudyFiles:
     objective = "objective"
     if objective not in trials.columns:
         metric = str(search.get("metric", ""))
-        objective = metric if metric in trials.columns else "best_loss"
+        objective = next((c for c in (metric, *_FALLBACK_OBJECTIVES) if c in trials.columns
+                          and pd.to_numeric(trials[c], errors="coerce").notna().any()),
+                         metric if metric in trials.columns else "best_train_loss")
         notes.append(f"trials.csv has no objective column: using `{objective}`.")
         if objective not in trials.columns:
             raise ReportError(_missing_objective(trials_path, trials.columns, metric))

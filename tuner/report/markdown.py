@@ -17,11 +17,14 @@ from tuner.report.claims import (
     HOLDS,
     UNCLEAR,
     VERDICT_RULE,
+    VERDICT_TRAIN,
+    VERDICT_VAL,
     AblationSetup,
     case_summary,
-    trial_metrics,
+    readings,
     verdict_lower,
 )
+from tuner.report.heldout import TRAIN, VAL, against, data_lines
 from tuner.report.load import StudyFiles, mapping
 from tuner.report.measures import (
     best_rows,
@@ -37,6 +40,7 @@ from tuner.report.text import code, command_text, fmt, fmt_spread, md_table
 H_SUMMARY = "## Summary"
 H_STUDY = "## Study"
 H_CURVES = "## Training curves"
+H_OVERFIT = "## Overfitting: training against held-out loss"
 H_ABLATION = "## Ablation: the article's cases"
 H_CLAIMS = "## Claims of the article"
 H_SEARCH = "## Search diagnostics"
@@ -104,15 +108,16 @@ def _baseline_lines(study: StudyFiles, ranking: pd.DataFrame) -> list[str]:
         base_values, base_mean = [], float(np.median(objs)) if objs.size else math.nan
         base_text = f"the median trial ({fmt(base_mean)})"
     best_mean = float(best["mean"])
+    label = "Against the article's baseline" if len(base_row) else "Against the median trial"
     if study.has_cases and best["setting"] == BASELINE_CASE:
-        lines.append("- **Against the baseline:** the baseline `sgd` is itself the best setting.")
+        lines.append(f"- **{label}:** the baseline `sgd` is itself the best setting.")
     elif math.isinf(base_mean) and math.isfinite(best_mean):
-        lines.append(f"- **Against the baseline:** {base_text} diverged; the best setting did not.")
+        lines.append(f"- **{label}:** {base_text} diverged; the best setting did not.")
     elif math.isfinite(base_mean) and math.isfinite(best_mean) and base_mean > 0:
         rel = (base_mean - best_mean) / base_mean
         times = f", {base_mean / best_mean:.3g}x lower" if best_mean > 0 else ""
         word = "lower" if rel >= 0 else "higher"
-        line = f"- **Against the baseline:** {abs(rel):.1%} {word} than {base_text}{times}."
+        line = f"- **{label}:** {abs(rel):.1%} {word} than {base_text}{times}."
         if base_values:
             v = verdict_lower(best["values"], base_values)
             line += (
@@ -121,6 +126,76 @@ def _baseline_lines(study: StudyFiles, ranking: pd.DataFrame) -> list[str]:
                 else " The seed ranges overlap or the gap is under 5%: not conclusive."
             )
         lines.append(line)
+    return lines
+
+
+def _tally(verdicts: pd.Series) -> str:
+    """``n holds, n does not hold, n unclear`` (or that there is no hold-out)."""
+    v = verdicts.astype(str)
+    if not v.str.startswith((HOLDS, DOES_NOT_HOLD, UNCLEAR)).any():
+        return "none decided (no hold-out)"
+    parts = [f"{int((v == k).sum())} {k}" for k in (HOLDS, DOES_NOT_HOLD)]
+    return ", ".join(parts + [f"{int(v.str.startswith(UNCLEAR).sum())} unclear"])
+
+
+def _held_out(study: StudyFiles, trial_ids: list[str], column: str = "best_val_loss") -> float:
+    """Mean best_val_loss (the held-out loss of the kept model; ``column`` val_loss: of the last
+    epoch) over the given trials."""
+    t = study.trials
+    if column not in t.columns:
+        return math.nan
+    v = pd.to_numeric(t.loc[t["trial_id"].isin(trial_ids), column], errors="coerce")
+    v = v.dropna()
+    return float(v.mean()) if len(v) else math.nan
+
+
+def _setting_trials(study: StudyFiles, setting: pd.Series) -> list[str]:
+    """The trial ids behind one row of rank_settings (a case's seeds, or one trial)."""
+    if study.has_cases:
+        case = study.trials["case"].astype(str).str.strip()
+        return list(study.trials.loc[case == str(setting["setting"]), "trial_id"].astype(str))
+    return [str(setting["best_trial"])]
+
+
+def heldout_lines(study: StudyFiles, ranking: pd.DataFrame) -> list[str]:
+    """The first lines of the summary: the best setting's held-out loss against the baselines,
+    and a plain warning when it does not beat the ridge baseline."""
+    b = study.baselines
+    best = ranking.iloc[0]
+    what = f"case `{best['setting']}`" if study.has_cases else f"trial `{best['best_trial']}`"
+    val = _held_out(study, _setting_trials(study, best))
+    seeds = " (mean over seeds)" if study.has_cases else ""
+    if not math.isfinite(val):
+        ridge = (f"; its training loss against the ridge baseline's training loss "
+                 f"{fmt(b.ridge_train)} is all there is") if b.known else ""
+        return [(f"- **No held-out data:** every loss in this report is on the training "
+                 f"series, so nothing here says how well {what} predicts data it has not "
+                 f"seen{ridge}. Set `data.val_fraction` or `data.val_series`.")]
+    if not b.has_val:
+        return [f"- **Held-out loss of the best setting:** {what}: {fmt(val)}{seeds} (study.yaml "
+                "states no baselines to compare it with)."]
+    vs = against(val, b.ridge_val, "ridge")
+    last = _held_out(study, _setting_trials(study, best), "val_loss")
+    zero = (f"; the zero predictor's is {fmt(b.zero_val)}. That is the held-out loss of the best "
+            "epoch (the model `best_epoch` keeps), chosen on the same held-out data, so it is "
+            "slightly optimistic" + (f"; at the last epoch it was {fmt(last)}"
+                                     if math.isfinite(last) and abs(last - val) > 1e-9 else ""))
+    if val < b.ridge_val:
+        return [f"- **Held-out truth:** the best setting, {what}, beats the ridge baseline: "
+                f"{vs}{seeds}{zero}."]
+    metric = mapping(study.meta, "search").get("metric") or study.objective
+    lines = [f"- **Warning: the best setting does not beat the ridge baseline on held-out "
+             f"data.** {what} (best by `{metric}`): {vs}{seeds}{zero}. A linear model "
+             "on the same lags predicts unseen data as well or better."]
+    per = {str(r["setting"]): _held_out(study, _setting_trials(study, r))
+           for _, r in ranking.iterrows()}
+    per = {k: v for k, v in per.items() if math.isfinite(v)}
+    if per and min(per, key=per.__getitem__) != str(best["setting"]):
+        top = min(per, key=per.__getitem__)
+        name = f"case `{top}`" if study.has_cases else f"trial `{top}`"
+        word = "beats it" if per[top] < b.ridge_val else "does not beat it either"
+        lines.append(f"- **Best on held-out data:** {name}: "
+                     f"{against(per[top], b.ridge_val, 'ridge')}: {word}.")
     return lines
 
 
@@ -139,6 +214,7 @@ def summary_section(
     if ranking.empty:
         return lines + ["No trial has finished yet: nothing to report beyond the counts below.",
                         ""]
+    lines += heldout_lines(study, ranking)
     best = ranking.iloc[0]
     what = f"case `{best['setting']}`" if study.has_cases else f"trial `{best['best_trial']}`"
     config = f" ({best['config']})" if best["config"] else ""
@@ -159,11 +235,9 @@ def summary_section(
         + "."
     )
     if claims is not None and len(claims):
-        tally = claims["verdict"].value_counts()
-        parts = [f"{tally.get(v, 0)} {v}" for v in (HOLDS, DOES_NOT_HOLD)]
-        n_unclear = int(claims["verdict"].str.startswith(UNCLEAR).sum())
-        parts.append(f"{n_unclear} unclear")
-        lines.append(f"- **Claims of the article:** {', '.join(parts)} (see below).")
+        lines.append(f"- **Claims of the article:** {_tally(claims[VERDICT_TRAIN])} as the "
+                     f"article measured (training loss); {_tally(claims[VERDICT_VAL])} on "
+                     "held-out data (see below).")
     if edges:
         lines.append(f"- **Edge of range ({len(edges)}):** " + "; ".join(edges) + ".")
     best_cfg = study.path / "best_config.yaml"
@@ -211,6 +285,9 @@ def study_section(study: StudyFiles, ranking: pd.DataFrame, counts: Counts) -> l
     command = study.meta.get("command")
     rows.append(("command", code(command_text(command)) if command else "- (not in study.yaml)"))
     lines = [H_STUDY, "", md_table(pd.DataFrame(rows, columns=["", "value"])), ""]
+    data = data_lines(study.meta)
+    lines += [*data, ""] if data else ["study.yaml states no data constants, split or "
+                                        "baselines (a study from before they were recorded).", ""]
     if study.space:
         lines += [
             "Searched space (from study.yaml):",
@@ -228,12 +305,30 @@ def study_section(study: StudyFiles, ranking: pd.DataFrame, counts: Counts) -> l
     return lines
 
 
+def seed_statement(study: StudyFiles) -> str:
+    """What a seed varies in this study, read from its space: the data too, or only training."""
+    keys = set(study.space) if isinstance(study.space, dict) else set()
+    data_seed = mapping(study.meta, "data").get("seed", 0)
+    if "data.seed" in keys:
+        return ("**Seeds:** each seed draws new data (`data.seed` is searched) as well as new "
+                "weights, noise and batch order, so the seed spread includes data variation.")
+    return ("**Seeds:** `train.seed` varies the weights' initialisation, the noise layer and the "
+            f"batch order only; every seed trains on the same series (`data.seed` = {data_seed} "
+            "throughout), so the seed spread is over training randomness, not over data sets.")
+
+
 def ablation_sections(
     study: StudyFiles, setup: AblationSetup, claims: pd.DataFrame
 ) -> list[str]:
-    """The per-case table (with how E, S and the target were chosen) and the claims table."""
-    metrics = trial_metrics(study.trials, study.epochs, setup)
-    table = case_summary(metrics, setup)
+    """The per-case table (with how E, S, U and the target were chosen) and the claims table."""
+    b = study.baselines
+    r = readings(study.trials, study.epochs, setup, b.zero(TRAIN), b.zero(VAL))
+    table = case_summary(r, setup) if TRAIN in r else pd.DataFrame()
+    if len(table) and b.has_val:
+        table["best held-out vs ridge"] = [
+            against(_held_out(study, _setting_trials(study, pd.Series({"setting": c}))),
+                    b.ridge_val, "ridge", "")
+            .strip() for c in table["case"]]
     lines = [
         H_ABLATION,
         "",
@@ -241,16 +336,45 @@ def ablation_sections(
             f"Every cell is the mean [min-max] over the case's seeds. Loss after **E = {setup.epoch}** "
             "epochs (the shortest, over cases, of each case's longest non-diverged run) and after "
             f"**S = {fmt(setup.seconds, 3)} s** of training (the same rule on `train_time_s`; a run "
-            "that ended earlier keeps its last loss, a diverged run counts as inf). Target loss "
-            f"**{fmt(setup.target)}** = {setup.target_source}. A spike is an excursion above "
-            f"**{setup.factor:g} x** the best loss so far, counted once per excursion (a blow-up "
-            "counts). Final chunks N: the schedule's chunk count at the last epoch (1 = whole series)."
+            "that ended earlier keeps its last loss, a diverged run counts as inf). Three losses: "
+            "the *running* training loss (`train_loss_running`: averaged over the epoch's updates, "
+            "as the article and Keras report it; at N=100 chunks it averages 100 different models, "
+            "so it does not compare across N), the end-of-epoch *training* loss (`train_loss`: "
+            "the model at the epoch's end, eval mode, state from zero: comparable across N) and "
+            "the *held-out* loss (`val_loss`). Updates: optimizer steps made by epoch E (one per "
+            "chunk per epoch), so a per-epoch comparison says how much training each case had. "
+            f"Target loss **{fmt(setup.target)}** = {setup.target_source}. A spike is an excursion "
+            f"above **{setup.factor:g} x** the best loss so far, counted once per excursion (a "
+            "blow-up counts). Final chunks N: the schedule's chunk count at the last epoch (1 = "
+            "whole series). Best held-out vs ridge: each case's mean `best_val_loss` against the "
+            "ridge baseline's held-out loss."
         ),
+        "",
+        seed_statement(study),
         "",
     ]
     lines += [md_table(table) if len(table) else "No finished case runs.", ""]
-    lines += [H_CLAIMS, "", "Verdict rule: " + VERDICT_RULE, "", md_table(claims), ""]
+    if not len(claims):
+        return lines + [H_CLAIMS, "", ("No claims checked: epochs.csv lacks `train_loss_running` "
+                                       "or `train_loss` (see the note above)."), ""]
+    lines += [H_CLAIMS, "", "Verdict rule: " + VERDICT_RULE, "", CLAIMS_MEASURES, "",
+              md_table(claims), ""]
     return lines
+
+
+CLAIMS_MEASURES = (
+    f"Two verdicts per claim. *{VERDICT_TRAIN}*: the running training loss (`train_loss_running`) "
+    "where every compared case trains whole series (claims 1-2), and the end-of-epoch training "
+    "loss (`train_loss`) where a chunk schedule is compared (claims 3-4), since the running loss "
+    f"is not comparable across chunk counts. *{VERDICT_VAL}*: the held-out loss (`val_loss`) "
+    "throughout. Measures: 1a-1c and 2e, the gain after E epochs, with the optimizer updates made "
+    "by then; 1d and 2a-2c, spikes per run; 2d, roughness: the mean epoch-to-epoch rise of the "
+    "loss in units of the zero predictor's loss (the same wobble counts the same at any loss "
+    "level); 3a-3c, the mean gain over an early window (the area under the early curve: epochs "
+    "1 to E/5; the first S/5 seconds; optimizer updates from the first update count at which "
+    "every run had been measured to U/5, U being the same rule as E on `updates`); 4, the gain "
+    "after S seconds against every other case."
+)
 
 
 def best_table(study: StudyFiles, k: int = TOP_N) -> pd.DataFrame:
@@ -262,9 +386,14 @@ def best_table(study: StudyFiles, k: int = TOP_N) -> pd.DataFrame:
         row: dict[str, Any] = {"trial": r["trial_id"]}
         if study.has_cases:
             row["case"] = r.get("case", "")
-        for col in (study.objective, "best_loss", "epochs", "seconds"):
+        for col in (study.objective, "best_val_loss", "best_epoch", "train_loss", "epochs",
+                    "seconds"):
             if col in r.index and col not in row:
                 row[col] = fmt(float(r[col])) if pd.notna(r[col]) else "-"
+        ridge = study.baselines.ridge_val
+        val = float(r["best_val_loss"]) if pd.notna(r.get("best_val_loss")) else math.nan
+        if math.isfinite(ridge) and math.isfinite(val):
+            row["held-out vs ridge"] = against(val, ridge, "ridge", "").strip()
         row["config"] = setting_key(r, keys)
         rows.append(row)
     return pd.DataFrame(rows)

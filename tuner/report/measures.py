@@ -53,13 +53,20 @@ def count_spikes(losses: Iterable[float], factor: float = SPIKE_FACTOR) -> int:
     return spikes
 
 
-def roughness(losses: Iterable[float]) -> float:
-    """Mean upward move of log10(loss) per epoch step: 0 for a curve that never rises.
+def roughness(losses: Iterable[float], scale: float = 1.0) -> float:
+    """Mean upward move of the loss per epoch step, in units of ``scale``: 0 for a curve that
+    never rises.
 
     A measure of how unstable training is: every rise of the loss from one epoch to the next adds
-    log10(new/old) (a doubling adds 0.30), falls add nothing, and the sum is divided by the number
-    of steps so runs of different lengths compare. A blow-up (NaN/inf after a finite loss) makes it
-    +inf. Pairs with a non-positive loss (not a valid MSE) are skipped. Fewer than two epochs: 0.
+    (new - old) / scale, falls add nothing, and the sum is divided by the number of steps so runs
+    of different lengths compare. ``scale`` is the zero predictor's loss, so 0.01 means the loss
+    climbed back 1% of the whole range between "predict nothing" and "perfect" per epoch.
+
+    Why not the log-ratio log10(new/old) (the former measure): the epoch-to-epoch wobble of this
+    model's loss does not shrink with the loss, so a log-ratio counts the same wobble five times
+    more at loss 0.2 than at 1.0, and the settings that reach a lower loss looked rougher for it.
+    Rises on the loss's own scale count the same wobble the same at any level. A blow-up
+    (NaN/inf after a finite loss) makes it +inf. Fewer than two epochs: 0.
     """
     x = losses_array(losses)
     if x.size < 2:
@@ -70,9 +77,40 @@ def roughness(losses: Iterable[float]) -> float:
             continue
         if not math.isfinite(new):
             return math.inf
-        if old > 0 and new > old:
-            total += math.log10(new / old)
-    return total / (x.size - 1)
+        total += max(new - old, 0.0)
+    return total / (x.size - 1) / scale
+
+
+def mean_ratio_upto(x: np.ndarray, loss: np.ndarray, upto: float, zero_loss: float,
+                    start: float = 0.0) -> float:
+    """Mean of loss / zero_loss over the axis interval [``start``, ``upto``]: the area under the
+    early curve divided by its width, in units of the zero predictor's loss.
+
+    ``x``: the cumulative axis at each epoch's end (epochs, seconds or optimizer updates), sorted;
+    the loss of an epoch holds from its end until the next epoch ends (a step curve, as the loss
+    is only measured at epoch ends), and before the first epoch ends the model counts as no better
+    than predicting zero (ratio 1). A run that ended before ``upto`` keeps its last loss; one that
+    blew up inside the window gives +inf. ``upto <= start``: the value at ``start``. 1 - the
+    result is the mean gain over the window: "how much had it learnt, on average, early on",
+    rather than one epoch's value.
+    """
+    if not (math.isfinite(upto) and math.isfinite(start)):
+        return math.nan
+    x = np.asarray(x, dtype=float)
+    y = losses_array(loss) / zero_loss
+    keep = ~np.isnan(x)
+    x, y = x[keep], y[keep]
+    before = np.flatnonzero(x <= start)
+    first = float(y[before[-1]]) if before.size else 1.0
+    if upto <= start:
+        return first
+    inside = (x > start) & (x < upto)
+    edges = np.concatenate([[start], x[inside], [upto]])
+    values = np.concatenate([[first], y[inside]])
+    widths = np.diff(edges)
+    if np.isinf(values[widths > 0]).any():
+        return math.inf
+    return float(np.sum(values * widths) / (upto - start))
 
 
 def _loss_at_axis(x: np.ndarray, loss: np.ndarray, at: float, hold_last: bool) -> float:
@@ -89,33 +127,36 @@ def _loss_at_axis(x: np.ndarray, loss: np.ndarray, at: float, hold_last: bool) -
     return float(loss[-1]) if hold_last else math.nan
 
 
-def _per_trial(df_epochs: pd.DataFrame, axis: str, at: float, hold_last: bool) -> pd.Series:
+def _per_trial(df_epochs: pd.DataFrame, axis: str, at: float, hold_last: bool,
+               column: str = "train_loss") -> pd.Series:
     """Apply `_loss_at_axis` to every trial of an epochs table; a Series indexed by trial_id."""
     out: dict[str, float] = {}
-    if axis not in df_epochs.columns:
+    if axis not in df_epochs.columns or column not in df_epochs.columns:
         return pd.Series(
             {str(t): math.nan for t in df_epochs["trial_id"].unique()}, dtype=float, name="loss"
         )
     for trial_id, rows in df_epochs.groupby("trial_id", sort=False):
         rows = rows.sort_values("epoch") if "epoch" in rows.columns else rows
         x = pd.to_numeric(rows[axis], errors="coerce").to_numpy(dtype=float)
-        y = losses_array(pd.to_numeric(rows["loss"], errors="coerce").to_numpy(dtype=float))
+        y = losses_array(pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=float))
         keep = ~np.isnan(x)
         out[str(trial_id)] = _loss_at_axis(x[keep], y[keep], at, hold_last)
     return pd.Series(out, dtype=float, name="loss")
 
 
-def loss_at(df_epochs: pd.DataFrame, epoch: int, hold_last: bool = False) -> pd.Series:
-    """Loss of every trial after ``epoch`` epochs, as a Series indexed by trial_id.
+def loss_at(df_epochs: pd.DataFrame, epoch: int, hold_last: bool = False,
+            column: str = "train_loss") -> pd.Series:
+    """``column`` (a loss) of every trial after ``epoch`` epochs, as a Series indexed by trial_id.
 
     A trial that diverged before ``epoch`` gets +inf (it stays infinitely bad). A trial that stopped
     earlier without diverging (early-stopped) gets NaN unless ``hold_last``, in which case it keeps
     its last loss: by default a comparison "after E epochs" only uses runs that trained E epochs.
     """
-    return _per_trial(df_epochs, "epoch", float(epoch), hold_last)
+    return _per_trial(df_epochs, "epoch", float(epoch), hold_last, column)
 
 
-def loss_at_seconds(df_epochs: pd.DataFrame, seconds: float, hold_last: bool = True) -> pd.Series:
+def loss_at_seconds(df_epochs: pd.DataFrame, seconds: float, hold_last: bool = True,
+                    column: str = "train_loss") -> pd.Series:
     """Loss of every trial after ``seconds`` of training (``train_time_s``), indexed by trial_id.
 
     The loss is that of the last epoch finished by then (the loss is only measured at epoch ends);
@@ -123,7 +164,7 @@ def loss_at_seconds(df_epochs: pd.DataFrame, seconds: float, hold_last: bool = T
     last loss by default (it is done: that is the model it has at that time), or +inf if it
     diverged.
     """
-    return _per_trial(df_epochs, "train_time_s", float(seconds), hold_last)
+    return _per_trial(df_epochs, "train_time_s", float(seconds), hold_last, column)
 
 
 def final_stage(df_epochs: pd.DataFrame) -> pd.DataFrame:

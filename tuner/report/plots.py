@@ -156,7 +156,7 @@ def epoch_band(
 
 
 def time_band(
-    epochs: pd.DataFrame, ids: Sequence[str], column: str = "loss", points: int = 200
+    epochs: pd.DataFrame, ids: Sequence[str], column: str = "train_loss", points: int = 200
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean, min and max of ``column`` against ``train_time_s`` over the trials ``ids``.
 
@@ -192,7 +192,7 @@ def time_band(
 
 
 def _mark_run(ax: Axes, rows: pd.DataFrame, axis: str, x: np.ndarray, mean: np.ndarray,
-              color: Any) -> tuple[bool, bool]:
+              color: Any, column: str) -> tuple[bool, bool]:
     """Mark one run on its group's curve: hollow circles at stage changes, a red x at the last
     finite loss of a run that blew up. Returns (any stage change, blew up)."""
     stage = False
@@ -202,18 +202,28 @@ def _mark_run(ax: Axes, rows: pd.DataFrame, axis: str, x: np.ndarray, mean: np.n
             ax.plot(cx, np.interp(cx, x, mean), "o", mfc="white", mec=color, ms=6, mew=1.5,
                     zorder=4)
             stage = True
-    loss = rows["loss"].to_numpy(dtype=float)
+    loss = rows[column].to_numpy(dtype=float)
     finite = np.flatnonzero(np.isfinite(loss))
     if not (loss.size and not np.isfinite(loss[-1]) and finite.size):
         return stage, False
     last = rows.iloc[int(finite[-1])]
-    ax.plot(float(last[axis]), float(last["loss"]), "x", color="red", ms=9, mew=2, zorder=5)
+    ax.plot(float(last[axis]), float(last[column]), "x", color="red", ms=9, mew=2, zorder=5)
     return stage, True
 
 
-def plot_curves(study: StudyFiles, groups: Sequence[Group], axis: str, title: str) -> Figure:
-    """Loss against ``axis`` ("epoch" or "train_time_s"): mean over seeds, min-max band,
-    hollow circles where the schedule changes stage, red x where a run blew up."""
+def add_hlines(ax: Axes, hlines: dict[str, float], values: list[float]) -> None:
+    """Reference losses (the baselines) as labelled horizontal lines."""
+    for i, (label, value) in enumerate(hlines.items()):
+        ax.axhline(value, color="black", lw=1.0, ls=["-.", ":"][i % 2], label=label, zorder=1)
+        values.append(value)
+
+
+def plot_curves(study: StudyFiles, groups: Sequence[Group], axis: str, title: str,
+                column: str = "train_loss", ylabel: str = "training loss (MSE)",
+                hlines: dict[str, float] | None = None) -> Figure:
+    """``column`` against ``axis`` ("epoch" or "train_time_s"): mean over seeds, min-max band,
+    hollow circles where the schedule changes stage, red x where a run blew up; ``hlines``:
+    label -> reference loss (the baselines)."""
     fig, axes = figure()
     ax = axes[0, 0]
     plotted: list[float] = []
@@ -221,9 +231,9 @@ def plot_curves(study: StudyFiles, groups: Sequence[Group], axis: str, title: st
     epochs = study.epochs
     for g in groups:
         if axis == "epoch":
-            x, mean, lo, hi = epoch_band(epochs, g.trial_ids, "loss")
+            x, mean, lo, hi = epoch_band(epochs, g.trial_ids, column)
         else:
-            x, mean, lo, hi = time_band(epochs, g.trial_ids, "loss")
+            x, mean, lo, hi = time_band(epochs, g.trial_ids, column)
         if x.size == 0:
             continue
         n = len(g.trial_ids)
@@ -234,12 +244,13 @@ def plot_curves(study: StudyFiles, groups: Sequence[Group], axis: str, title: st
         plotted.extend(lo.tolist() + hi.tolist())
         for tid in g.trial_ids:
             stage, blew_up = _mark_run(ax, epochs[epochs["trial_id"] == tid], axis, x, mean,
-                                       g.color)
+                                       g.color, column)
             any_stage, any_diverged = any_stage or stage, any_diverged or blew_up
+    add_hlines(ax, hlines or {}, plotted)
     if span_decades(plotted) > LOG_DECADES:
         ax.set_yscale("log")
     ax.set_xlabel("epoch" if axis == "epoch" else "wall-clock training time (s)")
-    ax.set_ylabel("training loss (MSE)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     extra = []
@@ -265,6 +276,46 @@ def plot_curves(study: StudyFiles, groups: Sequence[Group], axis: str, title: st
     if not groups:
         ax.text(0.5, 0.5, "no epochs recorded", ha="center", va="center", transform=ax.transAxes)
     legend_outside(fig, ax, extra)
+    return fig
+
+
+def plot_overfit(study: StudyFiles, groups: Sequence[Group], hlines: dict[str, float]) -> Figure:
+    """One panel per group: end-of-epoch training loss (solid) and held-out loss (dashed) per
+    epoch, mean over seeds, with the held-out baselines; where they part is overfitting."""
+    n = max(1, len(groups))
+    ncols = min(n, 5)
+    nrows = math.ceil(n / ncols)
+    fig, axes = figure(nrows, ncols, figsize=(3.2 * ncols + 1.0, 2.8 * nrows + 0.6),
+                       sharex=True, sharey=True)
+    values: list[float] = []
+    for ax, g in zip(axes.flat, groups, strict=False):
+        for column, ls in (("train_loss", "-"), ("val_loss", "--")):
+            x, mean, lo, hi = epoch_band(study.epochs, g.trial_ids, column)
+            if x.size:
+                ax.plot(x, mean, color=g.color, ls=ls, lw=1.6)
+                if len(g.trial_ids) > 1:
+                    ax.fill_between(x, lo, hi, color=g.color, alpha=0.15, lw=0)
+                values.extend(lo.tolist() + hi.tolist())
+        for i, value in enumerate(hlines.values()):
+            ax.axhline(value, color="black", lw=0.9, ls=["-.", ":"][i % 2])
+        ax.set_title(g.label, fontsize=10)
+        ax.grid(True, alpha=0.3)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.set_visible(False)
+    values += list(hlines.values())
+    if span_decades(values) > LOG_DECADES:
+        axes[0, 0].set_yscale("log")
+    for ax in axes[-1, :]:
+        ax.set_xlabel("epoch")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("loss (MSE)")
+    extra = [Line2D([], [], color="0.3", ls="-", label="training loss (end of epoch)"),
+             Line2D([], [], color="0.3", ls="--", label="held-out loss")]
+    extra += [Line2D([], [], color="black", lw=0.9, ls=["-.", ":"][i % 2], label=label)
+              for i, label in enumerate(hlines)]
+    fig.legend(handles=extra, loc="outside lower center", ncols=min(len(extra), 4),
+               frameon=False)
+    fig.suptitle(f"{study.name}: training vs held-out loss")
     return fig
 
 

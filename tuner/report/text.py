@@ -49,6 +49,21 @@ def fmt_spread(values: Iterable[float], digits: int = 4) -> str:
     return f"{fmt(float(np.mean(x)), digits)} [{lo}-{hi}]"
 
 
+def fmt_pct_spread(values: Iterable[float]) -> str:
+    """Shares (gains) as ``mean% [min% to max%]``, one decimal; "-inf%" for a blow-up."""
+    x = clean_values(values)
+    if x.size == 0:
+        return "-"
+
+    def pct(v: float) -> str:
+        return f"{v:+.1%}" if math.isfinite(v) else ("-inf" if v < 0 else "inf")
+
+    lo, hi = pct(float(np.min(x))), pct(float(np.max(x)))
+    if lo == hi:
+        return lo
+    return f"{pct(float(np.mean(x)))} [{lo} to {hi}]"
+
+
 def md_cell(value: Any) -> str:
     """Text for a markdown table cell: pipes escaped, newlines flattened."""
     text = (
