@@ -100,7 +100,7 @@ def test_run_search_equals_the_command_line(ray_session, tmp_path):
 
     def losses(s):  # {searched values: that trial's losses by epoch}
         merged = s.epochs.merge(s.trials[["trial_id", *keys]], on="trial_id")
-        return {str(k): g.sort_values("epoch")["loss"].round(6).tolist()
+        return {str(k): g.sort_values("epoch")["train_loss"].round(6).tolist()
                 for k, g in merged.groupby([merged[c].astype(str) for c in keys])}
 
     assert losses(study) == losses(from_cli)

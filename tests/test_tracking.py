@@ -77,16 +77,16 @@ def test_mlflow_runs_equal_trials_csv(tracked):
             else:
                 assert str(got) == str(row[key]), key
         assert run["params.data.length"] == "300"  # fixed config too (smoke size)
-        assert run["metrics.loss"] == pytest.approx(row["final_loss"], rel=1e-6)
+        assert run["metrics.train_loss"] == pytest.approx(row["train_loss"], rel=1e-6)
         assert run["metrics.objective"] == pytest.approx(row["objective"], rel=1e-6)
         assert run["metrics.epoch"] == row["epochs"]
         assert run["tags.tuner.status"] == row["status"]
         assert run["status"] == "FINISHED"
         history = MlflowClient(f"sqlite:///{study / 'mlflow.db'}").get_metric_history(
-            run["run_id"], "loss")
+            run["run_id"], "train_loss")
         mine = epochs[epochs["trial_id"] == row["trial_id"]]
         assert [m.step for m in history] == mine["epoch"].tolist()
-        assert [m.value for m in history] == pytest.approx(mine["loss"].tolist(), rel=1e-6)
+        assert [m.value for m in history] == pytest.approx(mine["train_loss"].tolist(), rel=1e-6)
     best = runs[runs["tags.tuner.best"] == "true"]
     assert best["tags.tuner.trial_id"].tolist() == [trials["trial_id"].iloc[0]]
     client = MlflowClient(f"sqlite:///{study / 'mlflow.db'}")
@@ -97,7 +97,7 @@ def test_mlflow_runs_equal_trials_csv(tracked):
 @pytest.mark.ray
 def test_tensorboard_event_files_hold_the_epoch_metrics(tracked):
     # Rule: --tensorboard leaves TensorBoard event files in each trial's folder under ray/,
-    # and TensorBoard's own reader finds every epoch's loss there (step = epoch).
+    # and TensorBoard's own reader finds every epoch's train_loss there (step = epoch).
     event_accumulator = pytest.importorskip(
         "tensorboard.backend.event_processing.event_accumulator")
     study, trials, epochs = tracked
@@ -106,10 +106,10 @@ def test_tensorboard_event_files_hold_the_epoch_metrics(tracked):
         assert list(folder.glob("events.out.tfevents.*")), folder
         acc = event_accumulator.EventAccumulator(str(folder))
         acc.Reload()
-        loss = acc.Scalars("ray/tune/loss")
+        loss = acc.Scalars("ray/tune/train_loss")
         mine = epochs[epochs["trial_id"] == row["trial_id"]]
         assert [e.step for e in loss] == mine["epoch"].tolist()
-        assert [e.value for e in loss] == pytest.approx(mine["loss"].tolist(), rel=1e-5)
+        assert [e.value for e in loss] == pytest.approx(mine["train_loss"].tolist(), rel=1e-5)
 
 
 def _free_port() -> int:
@@ -231,9 +231,9 @@ def test_mlflow_driver_sigkilled_then_resume_keeps_one_run_per_trial(tmp_path):
     for row in trials.to_dict("records"):
         run = by_trial.loc[row["trial_id"]]
         assert run["status"] == "FINISHED" and run["tags.tuner.status"] == "completed"
-        steps = [m.step for m in client.get_metric_history(run["run_id"], "loss")]
+        steps = [m.step for m in client.get_metric_history(run["run_id"], "train_loss")]
         assert steps == list(range(1, max_epochs + 1)), (row["trial_id"], steps)
-        assert run["metrics.loss"] == pytest.approx(row["final_loss"], rel=1e-6)
+        assert run["metrics.train_loss"] == pytest.approx(row["train_loss"], rel=1e-6)
 
 
 @pytest.mark.parametrize("value, expected", [(True, "local"), (False, None), (None, None),
