@@ -71,6 +71,12 @@ def test_search_optuna_asha_writes_tables_and_study(ray_session, tmp_path):
     assert (study / "best_config.yaml").read_text().startswith(f"# best trial {lowest} (")
     recorded = yaml.safe_load((study / "study.yaml").read_text())
     assert "tuner.search" in recorded["command"] and "ray" in recorded["versions"]
+    # Rule: a study.yaml is itself a space file and a run config (its record keys are skipped).
+    from tuner.core import config as config_mod
+    from tuner.space import load_space
+
+    assert load_space(study / "study.yaml").name == "t"
+    assert config_mod.load(study / "study.yaml").data.length == 200
 
 
 def test_search_grid_runs_every_combination_once(ray_session, tmp_path):

@@ -210,8 +210,10 @@ def check_extend(folder: Path, raw: dict[str, Any], state: dict[str, Any],
     if not last["finished"]:
         raise ConfigError(f"--extend: experiment {last['name']!r} of {folder.name!r} was "
                           "interrupted; allowed: run --resume first, then --extend")
+    from tuner.core.config import STUDY_RECORD
+
     recorded = {k: v for k, v in read_yaml(folder / "study.yaml").items()
-                if k not in ("command", "versions", "name")}
+                if k not in (*STUDY_RECORD, "name")}
     changed = _differences(recorded, {k: v for k, v in raw.items() if k != "name"})
     if changed:
         shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4

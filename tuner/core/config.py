@@ -299,6 +299,10 @@ SMOKE_OVERRIDES = ("data.n_series=4", "data.length=300", "data.window=16", "data
 """`--smoke`/`--smoke-test` of every command: tiny data, model and budget (seconds on a CPU)."""
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 SPACE_SECTIONS = ("name", "space", "search", "resources")
+STUDY_RECORD = ("command", "versions", "data_constants", "split", "baselines", "baselines_error")
+"""Keys a study's study.yaml adds beside its space file's sections (what was run, and the data's
+split and baselines): every loader skips them, so a study.yaml is itself a space file and a run
+config."""
 """Sections a search-space file adds; a run config loaded from such a file ignores them."""
 
 
@@ -507,7 +511,7 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     Errors are ConfigError with one line prefixed by the file name."""
     raw = read_yaml(path) if path is not None else {}
     # A search-space file is also a valid run config: its search sections are ignored here.
-    raw = {k: v for k, v in raw.items() if k not in SPACE_SECTIONS}
+    raw = {k: v for k, v in raw.items() if k not in SPACE_SECTIONS + STUDY_RECORD}
     try:
         return from_dict(apply_overrides(raw, overrides or []))
     except ConfigError as exc:

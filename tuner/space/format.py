@@ -103,7 +103,7 @@ class _Loader(Checker):
             raise ConfigError(f"{self.source}: must hold a mapping of sections "
                               f"{', '.join(TOP_KEYS)}; got {type(doc).__name__}")
         for key in doc:
-            if key not in TOP_KEYS:
+            if key not in TOP_KEYS and key not in cfg.STUDY_RECORD:
                 self.fail(name_of(key), f"unknown section{cfg.suggest(str(key), TOP_KEYS)}",
                           ", ".join(TOP_KEYS))
         out: dict[str, Any] = {}
