@@ -63,15 +63,15 @@ def signal(curve: pd.DataFrame, name: str) -> np.ndarray:
         out = np.empty_like(train)
         level = math.nan
         for i, x in enumerate(train):
-            level = x if (i == 0 or not math.isfinite(level)) else (
-                EMA_ALPHA * x + (1 - EMA_ALPHA) * level)
+            level = x if (i == 0 or not math.isfinite(level)) else (EMA_ALPHA * x + (1 - EMA_ALPHA) * level)
             out[i] = level
         return np.where(np.isfinite(out), out, np.inf)
     raise ValueError(f"signal {name!r}; allowed: {', '.join(SIGNALS)}")
 
 
-def halve(curves: dict[str, pd.DataFrame], clock: str, name: str, grace: float,
-          reduction: int = REDUCTION) -> dict[str, int]:
+def halve(
+    curves: dict[str, pd.DataFrame], clock: str, name: str, grace: float, reduction: int = REDUCTION
+) -> dict[str, int]:
     """Synchronous successive halving: trial -> the number of epochs it is allowed to run."""
     runs = {t: len(c) for t, c in curves.items()}
     alive = set(curves)
@@ -101,12 +101,16 @@ def clock_table(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     """One row per (clock, signal, grace): does the grid's best setting survive, at what cost."""
     label = trials.set_index(trials["trial_id"].astype(str))
     label = label["case"] if "case" in label else label.index.to_series()
-    curves = {str(t): g.sort_values("epoch").reset_index(drop=True)
-              for t, g in epochs.assign(trial_id=epochs["trial_id"].astype(str)).groupby("trial_id")}
+    curves = {
+        str(t): g.sort_values("epoch").reset_index(drop=True)
+        for t, g in epochs.assign(trial_id=epochs["trial_id"].astype(str)).groupby("trial_id")
+    }
     best_val = {t: float(np.min(signal(c, "best_val_loss"))) for t, c in curves.items()}
     if not any(math.isfinite(v) for v in best_val.values()):
-        raise ValueError("no finite held-out loss in epochs.csv; allowed: a grid run with "
-                         "data.val_fraction > 0 or data.val_series > 0")
+        raise ValueError(
+            "no finite held-out loss in epochs.csv; allowed: a grid run with "
+            "data.val_fraction > 0 or data.val_series > 0"
+        )
     winner = min(best_val, key=best_val.get)
     total = sum(float(c[TIMESTEPS].iloc[-1]) for c in curves.values())
     rows = []
@@ -117,17 +121,26 @@ def clock_table(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
                 runs = halve(curves, clock, name, horizon * frac)
                 first, judged = _first_rung(curves, clock, name, horizon * frac, winner)
                 spent = sum(float(curves[t][TIMESTEPS].iloc[n - 1]) for t, n in runs.items())
-                found = min(float(np.min(signal(curves[t].iloc[:n], "best_val_loss")))
-                            for t, n in runs.items())
+                found = min(
+                    float(np.min(signal(curves[t].iloc[:n], "best_val_loss"))) for t, n in runs.items()
+                )
                 survived = runs[winner] == len(curves[winner])
-                rows.append({
-                    "clock": clock_name, "signal": name, "grace": f"1/{round(1 / frac)}",
-                    "grace_value": horizon * frac, "best_survives": "yes" if survived else "no",
-                    "best_stopped_at_epoch": "" if survived else runs[winner],
-                    "best_first_judged_at_epoch": judged, "best_rank_at_first_rung": first,
-                    "compute_fraction": spent / total,
-                    "best_val_found": found, "grid_best_val": best_val[winner],
-                    "grid_best_case": label.get(winner, winner)})
+                rows.append(
+                    {
+                        "clock": clock_name,
+                        "signal": name,
+                        "grace": f"1/{round(1 / frac)}",
+                        "grace_value": horizon * frac,
+                        "best_survives": "yes" if survived else "no",
+                        "best_stopped_at_epoch": "" if survived else runs[winner],
+                        "best_first_judged_at_epoch": judged,
+                        "best_rank_at_first_rung": first,
+                        "compute_fraction": spent / total,
+                        "best_val_found": found,
+                        "grid_best_val": best_val[winner],
+                        "grid_best_case": label.get(winner, winner),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -152,18 +165,35 @@ def recommend(table: pd.DataFrame) -> str:
     if not len(ok):
         return "no combination keeps the grid's best setting alive: use a longer grace period"
     r = ok.iloc[0]
-    return (f"cheapest that keeps the best setting ({r['grid_best_case']}) alive: time_attr="
-            f"{r['clock']}, signal={r['signal']}, grace={r['grace']} of the longest trial "
-            f"({r['grace_value']:.4g}), {r['compute_fraction']:.0%} of the grid's time steps")
+    return (
+        f"cheapest that keeps the best setting ({r['grid_best_case']}) alive: time_attr="
+        f"{r['clock']}, signal={r['signal']}, grace={r['grace']} of the longest trial "
+        f"({r['grace_value']:.4g}), {r['compute_fraction']:.0%} of the grid's time steps"
+    )
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    cols = ["clock", "signal", "grace", "best_first_judged_at_epoch", "best_rank_at_first_rung",
-            "best_survives", "best_stopped_at_epoch", "compute_fraction", "best_val_found"]
+    cols = [
+        "clock",
+        "signal",
+        "grace",
+        "best_first_judged_at_epoch",
+        "best_rank_at_first_rung",
+        "best_survives",
+        "best_stopped_at_epoch",
+        "compute_fraction",
+        "best_val_found",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
-        cells = [f"{r[c]:.2f}" if c == "compute_fraction" else
-                 f"{r[c]:.4f}" if c == "best_val_found" else str(r[c]) for c in cols]
+        cells = [
+            f"{r[c]:.2f}"
+            if c == "compute_fraction"
+            else f"{r[c]:.4f}"
+            if c == "best_val_found"
+            else str(r[c])
+            for c in cols
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -177,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         trials = pd.read_csv(folder / "trials.csv", dtype={"trial_id": str})
         epochs = pd.read_csv(folder / "epochs.csv", dtype={"trial_id": str})
     except OSError as exc:
-        print(f"error: {folder}: {exc.strerror or exc}; allowed: a folder with trials.csv and "
-              "epochs.csv", file=sys.stderr)
+        print(
+            f"error: {folder}: {exc.strerror or exc}; allowed: a folder with trials.csv and epochs.csv",
+            file=sys.stderr,
+        )
         return 2
     try:
         table = clock_table(trials, epochs)

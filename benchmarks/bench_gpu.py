@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import torch
+import torch  # noqa: E402  (after the sys.path line above)
 
 SCALE = (15, 20000, 128)  # series, length in prices (= steps + 1), window
 LR = 0.01
@@ -46,9 +46,16 @@ def make_config(n: int, epochs: int, device: str, threads: int):
     return Config(
         data=DataConfig(n_series=s, length=length, window=window),
         model=ModelConfig(dense_units=64, lstm_units=64),
-        train=TrainConfig(optimizer="sgd", lr=LR, momentum=0.0, max_epochs=epochs,
-                          threads=threads, seed=0, device=device,
-                          schedule=ScheduleConfig(chunks=(n,))),
+        train=TrainConfig(
+            optimizer="sgd",
+            lr=LR,
+            momentum=0.0,
+            max_epochs=epochs,
+            threads=threads,
+            seed=0,
+            device=device,
+            schedule=ScheduleConfig(chunks=(n,)),
+        ),
     )
 
 
@@ -68,8 +75,9 @@ def epoch_time(n: int, epochs: int, device: str, threads: int, prepared: dict) -
     return statistics.median(times[1:])
 
 
-def concurrent(k: int, epochs: int, cpus: int, timeout: float, device: str = "cuda",
-               scale: tuple[int, int, int] = SCALE) -> dict:
+def concurrent(
+    k: int, epochs: int, cpus: int, timeout: float, device: str = "cuda", scale: tuple[int, int, int] = SCALE
+) -> dict:
     """k trials with gpu 1/k each, all at once, through `python -m tuner.search`."""
     import yaml
 
@@ -80,26 +88,49 @@ def concurrent(k: int, epochs: int, cpus: int, timeout: float, device: str = "cu
         "name": f"gpu-{k}",
         "data": {"n_series": s, "length": length, "window": window, "seed": 0},
         "model": {"dense_units": 64, "lstm_units": 64},
-        "train": {"optimizer": "sgd", "lr": LR, "momentum": 0.0, "max_epochs": epochs,
-                  "device": device, "schedule": {"chunks": [100]}},
+        "train": {
+            "optimizer": "sgd",
+            "lr": LR,
+            "momentum": 0.0,
+            "max_epochs": epochs,
+            "device": device,
+            "schedule": {"chunks": [100]},
+        },
         "space": {"train.seed": {"grid": list(range(k))}},
-        "search": {"algorithm": "grid", "metric": "train_loss", "mode": "min",
-                   "scheduler": {"type": "fifo"}, "max_concurrent": k,
-                   "checkpoint_every": epochs, "max_failures": 0},
+        "search": {
+            "algorithm": "grid",
+            "metric": "train_loss",
+            "mode": "min",
+            "scheduler": {"type": "fifo"},
+            "max_concurrent": k,
+            "checkpoint_every": epochs,
+            "max_failures": 0,
+        },
         "resources": {"cpu": 1, "gpu": round(1.0 / k, 6)},
     }
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
         space = Path(tmp) / "space.yaml"
         space.write_text(yaml.safe_dump(doc, sort_keys=False))
-        cmd = [sys.executable, "-m", "tuner.search", "--space", str(space), "--results-dir",
-               str(Path(tmp) / "results"), "--num-cpus", str(cpus), "--num-gpus", "1",
-               "--no-dashboard", "--no-report"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tuner.search",
+            "--space",
+            str(space),
+            "--results-dir",
+            str(Path(tmp) / "results"),
+            "--num-cpus",
+            str(cpus),
+            "--num-gpus",
+            "1",
+            "--no-dashboard",
+            "--no-report",
+        ]
         env = {key: v for key, v in os.environ.items() if key != "RAY_ADDRESS"}
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(":")
         start = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                                  env=env)
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
             return {"k": k, "error": f"timed out after {timeout:.0f} s"}
         wall = time.perf_counter() - start
@@ -114,10 +145,8 @@ def concurrent(k: int, epochs: int, cpus: int, timeout: float, device: str = "cu
         if len(times) >= 2:
             rates.append((len(times) - 1) / sum(times[1:]))
     if len(rates) < k:
-        return {"k": k, "error": f"{len(rates)} of {k} trials ran 2+ epochs",
-                "devices": devices}
-    return {"k": k, "epochs_per_min": 60.0 * sum(rates), "wall_s": wall, "epochs": done,
-            "devices": devices}
+        return {"k": k, "error": f"{len(rates)} of {k} trials ran 2+ epochs", "devices": devices}
+    return {"k": k, "epochs_per_min": 60.0 * sum(rates), "wall_s": wall, "epochs": done, "devices": devices}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,19 +157,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-concurrent", action="store_true", help="epoch times only (no Ray)")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
-        print(f"bench_gpu: no CUDA device (torch {torch.__version__}, CUDA build "
-              f"{torch.version.cuda or 'none'}): nothing to measure")
+        print(
+            f"bench_gpu: no CUDA device (torch {torch.__version__}, CUDA build "
+            f"{torch.version.cuda or 'none'}): nothing to measure"
+        )
         return 0
 
     from benchmarks.machine import machine_line
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     epochs = 3 if args.quick else 5
-    print(f"{machine_line('torch', 'ray')} | CUDA {torch.version.cuda} | "
-          f"GPU {torch.cuda.get_device_name(0)} (of {torch.cuda.device_count()})")
-    print(f"mode: {'quick' if args.quick else 'full'} | scale {SCALE[0]}x{SCALE[1] - 1} steps, "
-          f"window {SCALE[2]}, 64 units, SGD lr {LR} | CPU baseline: {args.cpu_threads} "
-          f"thread(s)", flush=True)
+    print(
+        f"{machine_line('torch', 'ray')} | CUDA {torch.version.cuda} | "
+        f"GPU {torch.cuda.get_device_name(0)} (of {torch.cuda.device_count()})"
+    )
+    print(
+        f"mode: {'quick' if args.quick else 'full'} | scale {SCALE[0]}x{SCALE[1] - 1} steps, "
+        f"window {SCALE[2]}, 64 units, SGD lr {LR} | CPU baseline: {args.cpu_threads} "
+        f"thread(s)",
+        flush=True,
+    )
     start = time.perf_counter()
 
     rows, prepared = [], {}
@@ -155,10 +191,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_concurrent:
         cpu_rate = 60.0 / rows[0][1]  # one CPU trial at N = 100, epochs per minute
-        print(f"\nCPU baseline: {cpu_rate:.1f} epochs/min (one trial, N = 100, "
-              f"{args.cpu_threads} thread(s))")
-        print("| trials at once | GPU per trial | epochs/min (all) | vs 1 GPU trial | "
-              "vs CPU trial | search wall s | device |\n|---:|---:|---:|---:|---:|---:|---|")
+        print(f"\nCPU baseline: {cpu_rate:.1f} epochs/min (one trial, N = 100, {args.cpu_threads} thread(s))")
+        print(
+            "| trials at once | GPU per trial | epochs/min (all) | vs 1 GPU trial | "
+            "vs CPU trial | search wall s | device |\n|---:|---:|---:|---:|---:|---:|---|"
+        )
         one = None
         for k in CONCURRENCY:
             if k > cpus:
@@ -170,9 +207,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {k} | 1/{k} | failed: {r['error']} | | | | {devices} |", flush=True)
                 continue
             one = one or r["epochs_per_min"]
-            print(f"| {k} | 1/{k} | {r['epochs_per_min']:.1f} | {r['epochs_per_min'] / one:.2f} | "
-                  f"{r['epochs_per_min'] / cpu_rate:.2f} | {r['wall_s']:.0f} | {devices} |",
-                  flush=True)
+            print(
+                f"| {k} | 1/{k} | {r['epochs_per_min']:.1f} | {r['epochs_per_min'] / one:.2f} | "
+                f"{r['epochs_per_min'] / cpu_rate:.2f} | {r['wall_s']:.0f} | {devices} |",
+                flush=True,
+            )
     print(f"\ntotal benchmark wall time {time.perf_counter() - start:.0f} s")
     return 0
 

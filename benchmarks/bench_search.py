@@ -99,15 +99,33 @@ TOTAL_RE = re.compile(r"Total run time: ([\d.]+) seconds \(([\d.]+) seconds for 
 def space_document(s: dict[str, int]) -> dict[str, Any]:
     return {
         "name": STUDY,
-        "data": {"preset": "two-modes", "n_series": s["n_series"], "length": s["length"],
-                 "window": s["window"], "seed": 0},
+        "data": {
+            "preset": "two-modes",
+            "n_series": s["n_series"],
+            "length": s["length"],
+            "window": s["window"],
+            "seed": 0,
+        },
         "model": {"dense_units": s["units"], "lstm_units": s["units"], "noise_std": 0.1},
-        "train": {"max_epochs": s["epochs"], "optimizer": OPTIMIZER, "lr": LR, "threads": 1,
-                  "schedule": {"chunks": [s["chunks"]]}},
+        "train": {
+            "max_epochs": s["epochs"],
+            "optimizer": OPTIMIZER,
+            "lr": LR,
+            "threads": 1,
+            "schedule": {"chunks": [s["chunks"]]},
+        },
         "space": {"train.seed": {"grid": list(range(s["trials"]))}},
-        "search": {"algorithm": "grid", "metric": "train_loss", "mode": "min", "num_samples": 1,
-                   "scheduler": {"type": "fifo"}, "max_concurrent": CORES,
-                   "checkpoint_every": s["checkpoint_every"], "max_failures": 0, "seed": 0},
+        "search": {
+            "algorithm": "grid",
+            "metric": "train_loss",
+            "mode": "min",
+            "num_samples": 1,
+            "scheduler": {"type": "fifo"},
+            "max_concurrent": CORES,
+            "checkpoint_every": s["checkpoint_every"],
+            "max_failures": 0,
+            "seed": 0,
+        },
         "resources": {"cpu": 1, "gpu": 0},
     }
 
@@ -134,7 +152,7 @@ def _read_stat(pid: int) -> tuple[int, int, int] | None:
             data = fh.read()
     except OSError:
         return None
-    fields = data[data.rfind(b")") + 2:].split()
+    fields = data[data.rfind(b")") + 2 :].split()
     return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[19])
 
 
@@ -253,7 +271,7 @@ def reap_leftovers(sampler: TreeSampler, what: str, wait_s: float = 10.0) -> lis
 class Window:
     """Wall clock, machine /proc/stat and RUSAGE_CHILDREN over one arm."""
 
-    def __enter__(self) -> "Window":
+    def __enter__(self) -> Window:
         self.stat0, self.ru0 = proc_stat(), children_cpu()
         self.wall0, self.t0 = time.time(), time.perf_counter()
         return self
@@ -304,8 +322,14 @@ print("PROBE " + json.dumps({"import_s": t1 - t0, "init_s": t2 - t1, "shutdown_s
 
 def ray_probe(ray_tmp: Path) -> dict[str, Any]:
     with Window() as w:
-        proc = subprocess.Popen([sys.executable, "-c", PROBE], cwd=ROOT, env=child_env(ray_tmp),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", PROBE],
+            cwd=ROOT,
+            env=child_env(ray_tmp),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         sampler = TreeSampler([proc.pid], "probe")
         sampler.start()
         out, err = proc.communicate()
@@ -315,8 +339,9 @@ def ray_probe(ray_tmp: Path) -> dict[str, Any]:
     if proc.returncode != 0 or line is None:
         raise SystemExit(f"ray start-up probe failed ({proc.returncode}):\n{err[-3000:]}")
     res = json.loads(line[6:])
-    res.update(startup_s=res["import_s"] + res["init_s"], wall_s=w.wall_s, notes=notes,
-               tree_cpu=sampler.total())
+    res.update(
+        startup_s=res["import_s"] + res["init_s"], wall_s=w.wall_s, notes=notes, tree_cpu=sampler.total()
+    )
     return res
 
 
@@ -352,16 +377,24 @@ def _trial_overheads(exp_dir: Path) -> list[dict[str, Any]]:
         # right at that report (result.json itself is rewritten later, at the experiment's end).
         saved = [f.stat().st_mtime for f in folder.glob("checkpoint_*/*") if f.is_file()]
         end = max(saved) if saved else path.stat().st_mtime
-        out.append({
-            "end": end, "start": end - rows[-1]["time_total_s"],
-            "trial": folder.name, "seed": rows[-1].get("seed"), "pid": rows[-1].get("pid"),
-            "epochs": len(rows), "time_total_s": rows[-1]["time_total_s"],
-            "train_time_s": rows[-1]["train_time_s"], "first_gap_s": gaps[0],
-            "plain_gap_s": statistics.median(plain) if plain else math.nan,
-            "ckpt_gap_s": statistics.median(ckpt) if ckpt else math.nan,
-            "plain_gaps_sum_s": sum(plain), "ckpt_gaps_sum_s": sum(ckpt),
-            "n_ckpt": len(ckpt) + bool(rows[0].get("checkpoint_dir_name")),
-        })
+        out.append(
+            {
+                "end": end,
+                "start": end - rows[-1]["time_total_s"],
+                "trial": folder.name,
+                "seed": rows[-1].get("seed"),
+                "pid": rows[-1].get("pid"),
+                "epochs": len(rows),
+                "time_total_s": rows[-1]["time_total_s"],
+                "train_time_s": rows[-1]["train_time_s"],
+                "first_gap_s": gaps[0],
+                "plain_gap_s": statistics.median(plain) if plain else math.nan,
+                "ckpt_gap_s": statistics.median(ckpt) if ckpt else math.nan,
+                "plain_gaps_sum_s": sum(plain),
+                "ckpt_gaps_sum_s": sum(ckpt),
+                "n_ckpt": len(ckpt) + bool(rows[0].get("checkpoint_dir_name")),
+            }
+        )
     return out
 
 
@@ -369,13 +402,31 @@ def run_search(space: Path, tmp: Path, ray_tmp: Path, k: int) -> dict[str, Any]:
     results = tmp / "results"
     if results.exists():
         shutil.rmtree(results)
-    cmd = [sys.executable, "-m", "tuner.search", "--space", str(space), "--results-dir",
-           str(results), "--no-dashboard", "--no-report", "--num-cpus", str(CORES)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tuner.search",
+        "--space",
+        str(space),
+        "--results-dir",
+        str(results),
+        "--no-dashboard",
+        "--no-report",
+        "--num-cpus",
+        str(CORES),
+    ]
     lines: list[tuple[float, str]] = []
     proc = None
     with Window() as w:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(ray_tmp), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=child_env(ray_tmp),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         sampler = TreeSampler([proc.pid], "search driver")
         sampler.start()
         try:
@@ -417,30 +468,50 @@ def run_search(space: Path, tmp: Path, ray_tmp: Path, k: int) -> dict[str, Any]:
         return b - a if a is not None and b is not None else math.nan
 
     loop_start = loop_end - loop_s if loop_end is not None and math.isfinite(loop_s) else None
-    phases = {"pre_ray_s": span(w.wall0, yaml_t), "ray_init_s": span(yaml_t, started),
-              "tuner_setup_s": span(started, loop_start), "loop_s": loop_s,
-              "post_s": span(loop_end, end)}
+    phases = {
+        "pre_ray_s": span(w.wall0, yaml_t),
+        "ray_init_s": span(yaml_t, started),
+        "tuner_setup_s": span(started, loop_start),
+        "loop_s": loop_s,
+        "post_s": span(loop_end, end),
+    }
 
     with (study / "trials.csv").open() as fh:
         trials = list(csv.DictReader(fh))
     bad = [t for t in trials if t["status"] != "completed"]
     if len(trials) != k or bad:
-        raise SystemExit(f"search: expected {k} completed trials, got "
-                         f"{[(t['trial_id'], t['status']) for t in trials]}; log {log}")
-    per_seed = {int(float(t["seed"])): {"final_loss": float(t["train_loss"]),
-                                        "seconds": float(t["seconds"]),
-                                        "epochs": int(t["epochs"])} for t in trials}
+        raise SystemExit(
+            f"search: expected {k} completed trials, got "
+            f"{[(t['trial_id'], t['status']) for t in trials]}; log {log}"
+        )
+    per_seed = {
+        int(float(t["seed"])): {
+            "final_loss": float(t["train_loss"]),
+            "seconds": float(t["seconds"]),
+            "epochs": int(t["epochs"]),
+        }
+        for t in trials
+    }
     groups = sampler.by_label()
     loop_groups = sampler.by_label(loop_start, loop_end) if loop_start is not None else {}
     trainer_cpu = sum(v for lab, v in loop_groups.items() if lab.startswith("ray::ImplicitFunc"))
     return {
-        "wall_s": w.wall_s, "loop_s": loop_s, "tune_total_s": total_s, "phases": phases,
-        "loop_start": loop_start, "loop_end": loop_end,
-        "rusage_cpu": w.rusage_cpu, "tree_cpu": sampler.total(), "cpu_by_process": groups,
-        "loop_cpu_by_process": loop_groups, "trainer_cpu": trainer_cpu,
+        "wall_s": w.wall_s,
+        "loop_s": loop_s,
+        "tune_total_s": total_s,
+        "phases": phases,
+        "loop_start": loop_start,
+        "loop_end": loop_end,
+        "rusage_cpu": w.rusage_cpu,
+        "tree_cpu": sampler.total(),
+        "cpu_by_process": groups,
+        "loop_cpu_by_process": loop_groups,
+        "trainer_cpu": trainer_cpu,
         "machine_busy": w.machine_busy,
-        "machine_busy_core_s": w.machine_busy_core_s, "per_seed": per_seed,
-        "trial_overheads": _trial_overheads(study / "ray" / "search"), "notes": notes,
+        "machine_busy_core_s": w.machine_busy_core_s,
+        "per_seed": per_seed,
+        "trial_overheads": _trial_overheads(study / "ray" / "search"),
+        "notes": notes,
         "load_after": os.getloadavg()[0],
     }
 
@@ -463,8 +534,7 @@ def worker(space: str, seeds: list[int], out: str) -> None:
     for seed in seeds:
         config, _ = resolve(spec, {"train.seed": seed})
         # What tuner.trial._placed does for a trial with resources cpu 1, gpu 0.
-        config = dataclasses.replace(
-            config, train=dataclasses.replace(config.train, threads=1, device="cpu"))
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, threads=1, device="cpu"))
         t = time.perf_counter()
         data = prepared.get(config.data)
         if data is None:
@@ -472,17 +542,27 @@ def worker(space: str, seeds: list[int], out: str) -> None:
         prepare_s = time.perf_counter() - t
         marks: list[float] = []
         t = time.perf_counter()
-        result = fit(config, lambda r, s: marks.append(time.perf_counter()), data=data)
+        result = fit(config, lambda r, s, marks=marks: marks.append(time.perf_counter()), data=data)
         fit_s = time.perf_counter() - t
         times = [r["epoch_time_s"] for r in result.records]
         gaps = [m - p - e for m, p, e in zip(marks, [t, *marks[:-1]], times)]
-        trials.append({"seed": seed, "status": result.status, "epochs": len(result.records),
-                       "final_loss": result.final_train_loss, "train_time_s": result.state.train_time_s,
-                       "fit_s": fit_s, "prepare_s": prepare_s, "first_gap_s": gaps[0],
-                       "gap_s": statistics.median(gaps[1:]) if len(gaps) > 1 else math.nan,
-                       "epoch_times": times})
-    Path(out).write_text(json.dumps({"started": started, "imports_s": imports_s,
-                                     "trials": trials, "ended": time.time()}))
+        trials.append(
+            {
+                "seed": seed,
+                "status": result.status,
+                "epochs": len(result.records),
+                "final_loss": result.final_train_loss,
+                "train_time_s": result.state.train_time_s,
+                "fit_s": fit_s,
+                "prepare_s": prepare_s,
+                "first_gap_s": gaps[0],
+                "gap_s": statistics.median(gaps[1:]) if len(gaps) > 1 else math.nan,
+                "epoch_times": times,
+            }
+        )
+    Path(out).write_text(
+        json.dumps({"started": started, "imports_s": imports_s, "trials": trials, "ended": time.time()})
+    )
 
 
 def run_plain(space: Path, tmp: Path, ray_tmp: Path, k: int) -> dict[str, Any]:
@@ -495,11 +575,26 @@ def run_plain(space: Path, tmp: Path, ray_tmp: Path, k: int) -> dict[str, Any]:
     with Window() as w:
         try:
             for half, out in zip(halves, outs):
-                cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(space),
-                       "--seeds", ",".join(map(str, half)), "--out", str(out)]
-                procs.append(subprocess.Popen(cmd, cwd=ROOT, env=worker_env(ray_tmp),
-                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                              text=True))
+                cmd = [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--worker",
+                    str(space),
+                    "--seeds",
+                    ",".join(map(str, half)),
+                    "--out",
+                    str(out),
+                ]
+                procs.append(
+                    subprocess.Popen(
+                        cmd,
+                        cwd=ROOT,
+                        env=worker_env(ray_tmp),
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
+                )
             sampler = TreeSampler([p.pid for p in procs], "plain worker")
             sampler.start()
             errs = [p.communicate()[1] for p in procs]
@@ -517,11 +612,16 @@ def run_plain(space: Path, tmp: Path, ray_tmp: Path, k: int) -> dict[str, Any]:
     if len(trials) != k or bad:
         raise SystemExit(f"plain arm: expected {k} completed trainings, got {trials}")
     return {
-        "wall_s": w.wall_s, "rusage_cpu": w.rusage_cpu, "tree_cpu": sampler.total(),
-        "machine_busy": w.machine_busy, "machine_busy_core_s": w.machine_busy_core_s,
-        "per_seed": {t["seed"]: t for t in trials}, "workers": docs,
+        "wall_s": w.wall_s,
+        "rusage_cpu": w.rusage_cpu,
+        "tree_cpu": sampler.total(),
+        "machine_busy": w.machine_busy,
+        "machine_busy_core_s": w.machine_busy_core_s,
+        "per_seed": {t["seed"]: t for t in trials},
+        "workers": docs,
         "worker_start_s": [d["started"] - w.wall0 for d in docs],
-        "imports_s": [d["imports_s"] for d in docs], "load_after": os.getloadavg()[0],
+        "imports_s": [d["imports_s"] for d in docs],
+        "load_after": os.getloadavg()[0],
     }
 
 
@@ -530,16 +630,18 @@ def run_plain(space: Path, tmp: Path, ray_tmp: Path, k: int) -> dict[str, Any]:
 
 def header(s: dict[str, int], mode: str, repeats: int) -> str:
     steps = s["n_series"] * (s["length"] - 1)
-    return "\n".join([
-        machine_line("torch", "ray", "optuna"),
-        f"mode: {mode} | K={s['trials']} trials (grid over train.seed), {OPTIMIZER} lr {LR}, "
-        f"N={s['chunks']} chunks, data {s['n_series']} series x {s['length'] - 1} steps "
-        f"({steps:,} per epoch), window {s['window']}, {s['units']} units, {s['epochs']} epochs "
-        f"| search: grid, fifo, max_concurrent {CORES}, cpu 1 per trial, checkpoint_every "
-        f"{s['checkpoint_every']}, reuse_actors (package), --num-cpus {CORES} | "
-        f"repeats {repeats}",
-        f"goal: (a) tuning loop / (b) <= {RATIO_GOAL:.2f}",
-    ])
+    return "\n".join(
+        [
+            machine_line("torch", "ray", "optuna"),
+            f"mode: {mode} | K={s['trials']} trials (grid over train.seed), {OPTIMIZER} lr {LR}, "
+            f"N={s['chunks']} chunks, data {s['n_series']} series x {s['length'] - 1} steps "
+            f"({steps:,} per epoch), window {s['window']}, {s['units']} units, {s['epochs']} epochs "
+            f"| search: grid, fifo, max_concurrent {CORES}, cpu 1 per trial, checkpoint_every "
+            f"{s['checkpoint_every']}, reuse_actors (package), --num-cpus {CORES} | "
+            f"repeats {repeats}",
+            f"goal: (a) tuning loop / (b) <= {RATIO_GOAL:.2f}",
+        ]
+    )
 
 
 def _f(x: float | None, fmt: str = ".1f") -> str:
@@ -557,6 +659,7 @@ def _med(xs: list[float]) -> float:
 
 def table(runs: list[dict[str, Any]]) -> str:
     """Medians over repeats; ratios against (b). CPU s: the arm's process tree (sampled)."""
+
     def med(f) -> float:
         return _med([f(r) for r in runs])
 
@@ -571,23 +674,38 @@ def table(runs: list[dict[str, Any]]) -> str:
         return _pct(med(lambda r: r[arm][key] / (r[arm]["wall_s"] * CORES)))
 
     rows = [
-        ("(a) search, end to end", a_wall, a_cpu, util("a", "rusage_cpu"), util("a", "tree_cpu"),
-         _pct(med(lambda r: r["a"]["machine_busy"]))),
-        ("(a) tuning loop (Tune's log line)", a_loop, loop_cpu, "-",
-         _pct(loop_cpu / (a_loop * CORES)), "-"),
+        (
+            "(a) search, end to end",
+            a_wall,
+            a_cpu,
+            util("a", "rusage_cpu"),
+            util("a", "tree_cpu"),
+            _pct(med(lambda r: r["a"]["machine_busy"])),
+        ),
+        ("(a) tuning loop (Tune's log line)", a_loop, loop_cpu, "-", _pct(loop_cpu / (a_loop * CORES)), "-"),
         ("(a) end to end - Ray start-up", a_wall - start, a_cpu - probe_cpu, "-", "-", "-"),
         ("Ray start-up (import ray + ray.init, bare)", start, probe_cpu, "-", "-", "-"),
-        ("(b) 2 plain processes, no Ray", b_wall, b_cpu, util("b", "rusage_cpu"),
-         util("b", "tree_cpu"), _pct(med(lambda r: r["b"]["machine_busy"]))),
+        (
+            "(b) 2 plain processes, no Ray",
+            b_wall,
+            b_cpu,
+            util("b", "rusage_cpu"),
+            util("b", "tree_cpu"),
+            _pct(med(lambda r: r["b"]["machine_busy"])),
+        ),
     ]
-    lines = ["| measure | wall s | wall / (b) | CPU s | CPU / (b) | CPU util rusage | "
-             "CPU util tree | machine busy |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| measure | wall s | wall / (b) | CPU s | CPU / (b) | CPU util rusage | "
+        "CPU util tree | machine busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, sec, cpu, rus, tree, busy in rows:
         bare = name.startswith("Ray start-up")
-        lines.append(f"| {name} | {_f(sec)} | {'-' if bare else _f(sec / b_wall, '.2f')} | "
-                     f"{_f(cpu)} | {'-' if bare else _f(cpu / b_cpu, '.2f')} | {rus} | {tree} | "
-                     f"{busy} |")
+        lines.append(
+            f"| {name} | {_f(sec)} | {'-' if bare else _f(sec / b_wall, '.2f')} | "
+            f"{_f(cpu)} | {'-' if bare else _f(cpu / b_cpu, '.2f')} | {rus} | {tree} | "
+            f"{busy} |"
+        )
     return "\n".join(lines)
 
 
@@ -596,17 +714,22 @@ def details(runs: list[dict[str, Any]], k: int) -> str:
     for i, r in enumerate(runs, 1):
         a, b, p = r["a"], r["b"], r["probe"]
         ph = a["phases"]
-        out.append(f"repeat {i} (order {r['order']}): (a) {a['wall_s']:.1f} s = pre-Ray "
-                   f"{_f(ph['pre_ray_s'])} + ray.init {_f(ph['ray_init_s'])} + Tuner set-up "
-                   f"{_f(ph['tuner_setup_s'])} + tuning loop {_f(ph['loop_s'])} + shutdown/"
-                   f"export {_f(ph['post_s'])} (Tune's total {_f(a['tune_total_s'])}); (b) "
-                   f"{b['wall_s']:.1f} s; bare Ray: import {p['import_s']:.1f} + init "
-                   f"{p['init_s']:.1f} (+ shutdown {p['shutdown_s']:.1f}) s; load after (a) "
-                   f"{a['load_after']:.2f}, after (b) {b['load_after']:.2f}")
-        out.append(f"  CPU s: (a) rusage {a['rusage_cpu']:.1f}, tree {a['tree_cpu']:.1f}, "
-                   f"machine {a['machine_busy_core_s']:.1f} core-s; (b) rusage "
-                   f"{b['rusage_cpu']:.1f}, tree {b['tree_cpu']:.1f}, machine "
-                   f"{b['machine_busy_core_s']:.1f} core-s")
+        out.append(
+            f"repeat {i} (order {r['order']}): (a) {a['wall_s']:.1f} s = pre-Ray "
+            f"{_f(ph['pre_ray_s'])} + ray.init {_f(ph['ray_init_s'])} + Tuner set-up "
+            f"{_f(ph['tuner_setup_s'])} + tuning loop {_f(ph['loop_s'])} + shutdown/"
+            f"export {_f(ph['post_s'])} (Tune's total {_f(a['tune_total_s'])}); (b) "
+            f"{b['wall_s']:.1f} s; bare Ray: import {p['import_s']:.1f} + init "
+            f"{p['init_s']:.1f} (+ shutdown {p['shutdown_s']:.1f}) s; load after (a) "
+            f"{a['load_after']:.2f}, after (b) {b['load_after']:.2f}"
+        )
+        out.append(
+            f"  CPU s: (a) rusage {a['rusage_cpu']:.1f}, tree {a['tree_cpu']:.1f}, "
+            f"machine {a['machine_busy_core_s']:.1f} core-s; (b) rusage "
+            f"{b['rusage_cpu']:.1f}, tree {b['tree_cpu']:.1f}, machine "
+            f"{b['machine_busy_core_s']:.1f} core-s"
+        )
+
         def groups(d: dict[str, float]) -> str:
             return ", ".join(f"{lab} {v:.1f}" for lab, v in d.items() if v >= 0.05) or "-"
 
@@ -615,10 +738,12 @@ def details(runs: list[dict[str, Any]], k: int) -> str:
         if loop_cpu and math.isfinite(a["loop_s"]):
             cap = a["loop_s"] * CORES
             other = sum(loop_cpu.values()) - a["trainer_cpu"]
-            out.append(f"  (a) during the tuning loop ({a['loop_s']:.1f} s x {CORES} cores = "
-                       f"{cap:.1f} core-s): trial processes {a['trainer_cpu']:.1f} "
-                       f"({a['trainer_cpu'] / cap:.0%}), everything else {other:.1f} "
-                       f"({other / cap:.0%}): {groups(loop_cpu)}")
+            out.append(
+                f"  (a) during the tuning loop ({a['loop_s']:.1f} s x {CORES} cores = "
+                f"{cap:.1f} core-s): trial processes {a['trainer_cpu']:.1f} "
+                f"({a['trainer_cpu'] / cap:.0%}), everything else {other:.1f} "
+                f"({other / cap:.0%}): {groups(loop_cpu)}"
+            )
         ovh = a["trial_overheads"]
         if ovh:
             plain = _med([t["plain_gap_s"] for t in ovh])
@@ -629,64 +754,83 @@ def details(runs: list[dict[str, Any]], k: int) -> str:
             ckpts = sum(t["ckpt_gaps_sum_s"] for t in ovh)
             b_gap = _med([t["gap_s"] for t in b["per_seed"].values()])
             b_first = [t["first_gap_s"] for _, t in sorted(b["per_seed"].items())]
-            out.append(f"  (a) in-trial time outside train_epoch (result.json, all trials): "
-                       f"{in_trial:.1f} s = first report {sum(first):.1f} (per trial "
-                       f"{' '.join(f'{x:.2f}' for x in first)}; (b) fit start to first epoch "
-                       f"end, less the epoch: {' '.join(f'{x:.2f}' for x in b_first)}) + "
-                       f"per-epoch report round trips "
-                       f"{reports:.1f} (median {_f(plain * 1000, '.0f')} ms/epoch; (b) fit's own "
-                       f"{_f(b_gap * 1000, '.1f')} ms) + checkpoint epochs {ckpts:.1f} (median "
-                       f"{_f(ckpt * 1000, '.0f')} ms, {sum(t['n_ckpt'] for t in ovh)} checkpoints)")
+            out.append(
+                f"  (a) in-trial time outside train_epoch (result.json, all trials): "
+                f"{in_trial:.1f} s = first report {sum(first):.1f} (per trial "
+                f"{' '.join(f'{x:.2f}' for x in first)}; (b) fit start to first epoch "
+                f"end, less the epoch: {' '.join(f'{x:.2f}' for x in b_first)}) + "
+                f"per-epoch report round trips "
+                f"{reports:.1f} (median {_f(plain * 1000, '.0f')} ms/epoch; (b) fit's own "
+                f"{_f(b_gap * 1000, '.1f')} ms) + checkpoint epochs {ckpts:.1f} (median "
+                f"{_f(ckpt * 1000, '.0f')} ms, {sum(t['n_ckpt'] for t in ovh)} checkpoints)"
+            )
             by_pid: dict[Any, list[dict]] = defaultdict(list)
             for t in sorted(ovh, key=lambda t: t["start"]):
                 by_pid[t["pid"]].append(t)
             slots = []
             for pid, ts in by_pid.items():
-                text = (f"pid {pid}: {len(ts)} trials, {sum(t['time_total_s'] for t in ts):.1f} s "
-                        "in trials")
+                text = f"pid {pid}: {len(ts)} trials, {sum(t['time_total_s'] for t in ts):.1f} s in trials"
                 if a.get("loop_start") is not None:
                     hand = [n["start"] - p["end"] for p, n in zip(ts, ts[1:])]
-                    text += (f" (first trial started {ts[0]['start'] - a['loop_start']:.1f} s "
-                             f"into the loop, hand-over {' '.join(f'{h:.2f}' for h in hand) or '-'}"
-                             f" s, last ended {a['loop_end'] - ts[-1]['end']:.1f} s before "
-                             "the loop's end)")
+                    text += (
+                        f" (first trial started {ts[0]['start'] - a['loop_start']:.1f} s "
+                        f"into the loop, hand-over {' '.join(f'{h:.2f}' for h in hand) or '-'}"
+                        f" s, last ended {a['loop_end'] - ts[-1]['end']:.1f} s before "
+                        "the loop's end)"
+                    )
                 slots.append(text)
-            out.append("  (a) trial processes (trial end = its final checkpoint's mtime, start = "
-                       "end - time_total_s): "
-                       + "; ".join(slots))
-        out.append(f"  (b) workers started {' '.join(f'{x:.2f}' for x in b['worker_start_s'])} s "
-                   f"after spawn, imports {' '.join(f'{x:.1f}' for x in b['imports_s'])} s; fit "
-                   f"s per seed: " + " ".join(f"{s}:{t['fit_s']:.1f}"
-                                              for s, t in sorted(b["per_seed"].items())))
+            out.append(
+                "  (a) trial processes (trial end = its final checkpoint's mtime, start = "
+                "end - time_total_s): " + "; ".join(slots)
+            )
+        out.append(
+            f"  (b) workers started {' '.join(f'{x:.2f}' for x in b['worker_start_s'])} s "
+            f"after spawn, imports {' '.join(f'{x:.1f}' for x in b['imports_s'])} s; fit "
+            f"s per seed: " + " ".join(f"{s}:{t['fit_s']:.1f}" for s, t in sorted(b["per_seed"].items()))
+        )
         for note in [*p["notes"], *a["notes"]]:
             out.append(f"  warning: {note}")
 
     out.append("")
     last = runs[-1]
     a_seed, b_seed = last["a"]["per_seed"], last["b"]["per_seed"]
-    rel = max(abs(a_seed[s]["final_loss"] - b_seed[s]["final_loss"])
-              / max(abs(b_seed[s]["final_loss"]), 1e-12) for s in range(k))
+    rel = max(
+        abs(a_seed[s]["final_loss"] - b_seed[s]["final_loss"]) / max(abs(b_seed[s]["final_loss"]), 1e-12)
+        for s in range(k)
+    )
     same_epochs = all(a_seed[s]["epochs"] == b_seed[s]["epochs"] for s in range(k))
     a_sec = [sum(r["a"]["per_seed"][s]["seconds"] for s in range(k)) for r in runs]
     b_sec = [sum(r["b"]["per_seed"][s]["train_time_s"] for s in range(k)) for r in runs]
-    out.append("same work: per-seed final loss (a) vs (b) max rel diff "
-               f"{rel:.1e} ({'ok' if rel <= 1e-6 else 'DIFFERENT'}), epochs "
-               f"{'equal' if same_epochs else 'DIFFERENT'}; sum of per-trial training seconds "
-               f"(a) {' '.join(f'{x:.1f}' for x in a_sec)} vs (b) "
-               f"{' '.join(f'{x:.1f}' for x in b_sec)} (ratio {_med(a_sec) / _med(b_sec):.2f}"
-               + ("; differ by > 15%: the arms did not run at the same speed per epoch)"
-                  if abs(_med(a_sec) / _med(b_sec) - 1) > 0.15 else ")"))
-    trial_cpu = _med([sum(v for lab, v in r["a"]["cpu_by_process"].items()
-                          if lab.startswith("ray::ImplicitFunc")) for r in runs])
-    out.append(f"CPU s of the processes that trained: (a) trial processes {trial_cpu:.1f} vs (b) "
-               f"plain workers {_med([r['b']['tree_cpu'] for r in runs]):.1f} (both include "
-               "their imports; the difference is Ray's share inside the trial processes)")
+    out.append(
+        "same work: per-seed final loss (a) vs (b) max rel diff "
+        f"{rel:.1e} ({'ok' if rel <= 1e-6 else 'DIFFERENT'}), epochs "
+        f"{'equal' if same_epochs else 'DIFFERENT'}; sum of per-trial training seconds "
+        f"(a) {' '.join(f'{x:.1f}' for x in a_sec)} vs (b) "
+        f"{' '.join(f'{x:.1f}' for x in b_sec)} (ratio {_med(a_sec) / _med(b_sec):.2f}"
+        + (
+            "; differ by > 15%: the arms did not run at the same speed per epoch)"
+            if abs(_med(a_sec) / _med(b_sec) - 1) > 0.15
+            else ")"
+        )
+    )
+    trial_cpu = _med(
+        [
+            sum(v for lab, v in r["a"]["cpu_by_process"].items() if lab.startswith("ray::ImplicitFunc"))
+            for r in runs
+        ]
+    )
+    out.append(
+        f"CPU s of the processes that trained: (a) trial processes {trial_cpu:.1f} vs (b) "
+        f"plain workers {_med([r['b']['tree_cpu'] for r in runs]):.1f} (both include "
+        "their imports; the difference is Ray's share inside the trial processes)"
+    )
     loop_ratio = _med([r["a"]["loop_s"] / r["b"]["wall_s"] for r in runs])
-    net_ratio = _med([(r["a"]["wall_s"] - r["probe"]["startup_s"]) / r["b"]["wall_s"]
-                      for r in runs])
-    out.append(f"ratio (a) tuning loop / (b) = {loop_ratio:.2f} -> goal <= {RATIO_GOAL:.2f} "
-               + ("met" if loop_ratio <= RATIO_GOAL else "NOT met")
-               + f"; ratio ((a) end to end - Ray start-up) / (b) = {net_ratio:.2f}")
+    net_ratio = _med([(r["a"]["wall_s"] - r["probe"]["startup_s"]) / r["b"]["wall_s"] for r in runs])
+    out.append(
+        f"ratio (a) tuning loop / (b) = {loop_ratio:.2f} -> goal <= {RATIO_GOAL:.2f} "
+        + ("met" if loop_ratio <= RATIO_GOAL else "NOT met")
+        + f"; ratio ((a) end to end - Ray start-up) / (b) = {net_ratio:.2f}"
+    )
     return "\n".join(out)
 
 
@@ -699,8 +843,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, help="K (default 6, quick 4)")
     p.add_argument("--epochs", type=int, help="epochs per trial (default 40, quick 20)")
     p.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY)
-    p.add_argument("--repeats", type=int, default=1,
-                   help="run the arms this many times, alternating their order; medians")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run the arms this many times, alternating their order; medians",
+    )
     p.add_argument("--json", help="also write every raw number to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, results)")
     p.add_argument("--worker", metavar="SPACE", help=argparse.SUPPRESS)
@@ -721,8 +869,11 @@ def main(argv: list[str] | None = None) -> int:
     load1 = os.getloadavg()[0]
     print(header(s, mode, args.repeats), flush=True)
     if load1 > LOAD_WARN:
-        print(f"WARNING: 1-minute load average {load1:.2f} > {LOAD_WARN} at start: something else "
-              "is using the CPUs; the numbers below are not trustworthy.", flush=True)
+        print(
+            f"WARNING: 1-minute load average {load1:.2f} > {LOAD_WARN} at start: something else "
+            "is using the CPUs; the numbers below are not trustworthy.",
+            flush=True,
+        )
 
     import yaml
 
@@ -742,17 +893,18 @@ def main(argv: list[str] | None = None) -> int:
             order = "ab" if i % 2 == 0 else "ba"
             run: dict[str, Any] = {"order": order}
             run["probe"] = ray_probe(ray_tmp)
-            print(f"  ray start-up (bare): {run['probe']['startup_s']:.1f} s", file=sys.stderr,
-                  flush=True)
+            print(f"  ray start-up (bare): {run['probe']['startup_s']:.1f} s", file=sys.stderr, flush=True)
             for arm in order:
                 if arm == "a":
                     run["a"] = run_search(space, tmp, ray_tmp, k)
-                    print(f"  (a) search: {run['a']['wall_s']:.1f} s (loop "
-                          f"{run['a']['loop_s']:.1f} s)", file=sys.stderr, flush=True)
+                    print(
+                        f"  (a) search: {run['a']['wall_s']:.1f} s (loop {run['a']['loop_s']:.1f} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 else:
                     run["b"] = run_plain(space, tmp, ray_tmp, k)
-                    print(f"  (b) plain: {run['b']['wall_s']:.1f} s", file=sys.stderr,
-                          flush=True)
+                    print(f"  (b) plain: {run['b']['wall_s']:.1f} s", file=sys.stderr, flush=True)
             runs.append(run)
     finally:
         if args.keep:
@@ -765,8 +917,7 @@ def main(argv: list[str] | None = None) -> int:
     print(details(runs, k))
     print(f"total benchmark wall time {time.perf_counter() - start:.0f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": s, "runs": runs}, indent=1,
-                                              default=str))
+        Path(args.json).write_text(json.dumps({"settings": s, "runs": runs}, indent=1, default=str))
     return 0
 
 

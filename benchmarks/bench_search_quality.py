@@ -76,13 +76,26 @@ SEARCH_METRIC = "best_val_loss"
 so far, which early stopping keeps and which is less noisy than the last epoch's."""
 CURVE_METRIC = "best_val_loss"
 """The curve: the lowest held-out loss of any epoch so far (the model early stopping keeps)."""
-ARTICLE_BEST = {"train.optimizer": "adam", "train.lr": 0.01, "train.clip.mode": "norm",
-                "train.clip.threshold": 1.0, "train.schedule.chunks": [100, 50, 10, 2, 1],
-                "train.schedule.patience": 20}
-PLAIN_ADAM = {"train.optimizer": "adam", "train.lr": 0.01, "train.clip.mode": "none",
-              "train.schedule.chunks": [1], "train.schedule.patience": 20}
-STRATEGIES = {"(b) random+ASHA": ("random", False), "(c) TPE+ASHA": ("tpe", False),
-              "(d) TPE+ASHA+warm": ("tpe", True)}
+ARTICLE_BEST = {
+    "train.optimizer": "adam",
+    "train.lr": 0.01,
+    "train.clip.mode": "norm",
+    "train.clip.threshold": 1.0,
+    "train.schedule.chunks": [100, 50, 10, 2, 1],
+    "train.schedule.patience": 20,
+}
+PLAIN_ADAM = {
+    "train.optimizer": "adam",
+    "train.lr": 0.01,
+    "train.clip.mode": "none",
+    "train.schedule.chunks": [1],
+    "train.schedule.patience": 20,
+}
+STRATEGIES = {
+    "(b) random+ASHA": ("random", False),
+    "(c) TPE+ASHA": ("tpe", False),
+    "(d) TPE+ASHA+warm": ("tpe", True),
+}
 REFERENCE = "(a) grid"
 FRACTIONS = {"1/10": 1 / 10, "1/3": 1 / 3, "all": 1.0}
 GOAL = 1 / 3
@@ -111,13 +124,20 @@ def _load(name: str) -> dict[str, Any]:
 def _common(doc: dict[str, Any], scale: Scale, name: str) -> dict[str, Any]:
     doc = copy.deepcopy(doc)
     doc["name"] = name
-    doc["data"] = {"preset": "two-modes", "n_series": scale.n_series, "length": scale.length,
-                   "window": scale.window, "gamma": 0.9, "seed": 0,
-                   "val_fraction": scale.val_fraction}
+    doc["data"] = {
+        "preset": "two-modes",
+        "n_series": scale.n_series,
+        "length": scale.length,
+        "window": scale.window,
+        "gamma": 0.9,
+        "seed": 0,
+        "val_fraction": scale.val_fraction,
+    }
     doc["model"] = {"dense_units": scale.units, "lstm_units": scale.units, "noise_std": 0.1}
     doc.setdefault("train", {}).update(max_epochs=scale.epochs, seed=0)
-    doc["search"].update(metric=SEARCH_METRIC, mode="min", max_concurrent=2,
-                         checkpoint_every=max(5, scale.epochs // 3))
+    doc["search"].update(
+        metric=SEARCH_METRIC, mode="min", max_concurrent=2, checkpoint_every=max(5, scale.epochs // 3)
+    )
     doc["resources"] = {"cpu": 1, "gpu": 0}
     return doc
 
@@ -130,14 +150,21 @@ def reference_space(scale: Scale) -> dict[str, Any]:
     return doc
 
 
-def strategy_space(scale: Scale, sampler: str, warm: bool, seed: int, steps_per_epoch: int,
-                   name: str) -> dict[str, Any]:
+def strategy_space(
+    scale: Scale, sampler: str, warm: bool, seed: int, steps_per_epoch: int, name: str
+) -> dict[str, Any]:
     """full.yaml's space and ASHA, its grace period rescaled to this data's epoch."""
     doc = _common(_load("full.yaml"), scale, name)
-    sched = dict(doc["search"]["scheduler"], type="asha", time_attr="timesteps",
-                 grace_period=float(scale.grace_epochs * steps_per_epoch), max_t=None)
-    doc["search"].update(algorithm="optuna", sampler=sampler, seed=seed, num_samples=1000,
-                         scheduler=sched, time_budget_s=None)
+    sched = dict(
+        doc["search"]["scheduler"],
+        type="asha",
+        time_attr="timesteps",
+        grace_period=float(scale.grace_epochs * steps_per_epoch),
+        max_t=None,
+    )
+    doc["search"].update(
+        algorithm="optuna", sampler=sampler, seed=seed, num_samples=1000, scheduler=sched, time_budget_s=None
+    )
     doc["search"].pop("start_from", None)  # full.yaml's own warm start: only for (d)
     if warm:
         doc["search"]["start_from"] = [dict(ARTICLE_BEST), dict(PLAIN_ADAM)]
@@ -146,12 +173,12 @@ def strategy_space(scale: Scale, sampler: str, warm: bool, seed: int, steps_per_
 
 def _spent(study_dir: Path) -> float:
     """Time steps run so far by every trial of a running study (from Tune's result files)."""
-    return float(sum(log.results[-1].get("timesteps", 0) for log in read_logs(study_dir)
-                     if log.results))
+    return float(sum(log.results[-1].get("timesteps", 0) for log in read_logs(study_dir) if log.results))
 
 
-def run_study(doc: dict[str, Any], work: Path, budget: float | None = None,
-              cap_s: float = 7200.0) -> dict[str, Any]:
+def run_study(
+    doc: dict[str, Any], work: Path, budget: float | None = None, cap_s: float = 7200.0
+) -> dict[str, Any]:
     """`python -m tuner.search` on `doc`; SIGINT once `budget` time steps are spent (or `cap_s`).
 
     Returns wall_s, rc, stopped (by the budget), error (the one-line message of a rejected file)."""
@@ -161,18 +188,31 @@ def run_study(doc: dict[str, Any], work: Path, budget: float | None = None,
     log_path = work / "logs" / f"{doc['name']}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     ray_tmp = Path(tempfile.mkdtemp(prefix="sq", dir="/tmp"))
-    cmd = [sys.executable, "-m", "tuner.search", "--space", str(space), "--results-dir",
-           str(work / "studies"), "--no-dashboard", "--no-report", "--num-cpus", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tuner.search",
+        "--space",
+        str(space),
+        "--results-dir",
+        str(work / "studies"),
+        "--no-dashboard",
+        "--no-report",
+        "--num-cpus",
+        "2",
+    ]
     started, stopped = time.monotonic(), False
     try:
         with log_path.open("w") as log:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(ray_tmp), stdout=log,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=child_env(ray_tmp), stdout=log, stderr=subprocess.STDOUT
+            )
             while proc.poll() is None:
                 time.sleep(2.0)
                 over = time.monotonic() - started > cap_s
-                if not stopped and (over or (budget is not None and
-                                             _spent(work / "studies" / doc["name"]) >= budget)):
+                if not stopped and (
+                    over or (budget is not None and _spent(work / "studies" / doc["name"]) >= budget)
+                ):
                     proc.send_signal(signal.SIGINT)
                     stopped = True
             rc = proc.wait()
@@ -202,8 +242,11 @@ def _med_range(values: list[float], fmt: str = "{:.3f}") -> str:
 
 
 def measure(curve: pd.DataFrame, target: float, budget: float) -> dict[str, float]:
-    row = {"to_target": compute_to_reach(curve, target, "timesteps", budget=budget) / budget,
-           "trials": curve["trial_id"].nunique(), "spent": float(curve["timesteps"].max())}
+    row = {
+        "to_target": compute_to_reach(curve, target, "timesteps", budget=budget) / budget,
+        "trials": curve["trial_id"].nunique(),
+        "spent": float(curve["timesteps"].max()),
+    }
     for label, frac in FRACTIONS.items():
         row[f"best_at_{label}"] = best_at(curve, budget * frac)
     warm = curve.loc[curve["warm"], "value"]
@@ -217,12 +260,21 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     for strategy, part in runs.groupby("strategy", sort=False):
         ok = part[part["error"] == ""]
         if not len(ok):
-            rows.append({"strategy": strategy, "repeats": 0, "reached": "-",
-                         "to_target": "skipped: " + part["error"].iloc[0]})
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "repeats": 0,
+                    "reached": "-",
+                    "to_target": "skipped: " + part["error"].iloc[0],
+                }
+            )
             continue
-        row = {"strategy": strategy, "repeats": len(ok),
-               "reached": f"{int(ok['to_target'].map(math.isfinite).sum())}/{len(ok)}",
-               "to_target": _med_range(list(ok["to_target"]), "{:.2f}")}
+        row = {
+            "strategy": strategy,
+            "repeats": len(ok),
+            "reached": f"{int(ok['to_target'].map(math.isfinite).sum())}/{len(ok)}",
+            "to_target": _med_range(list(ok["to_target"]), "{:.2f}"),
+        }
         for label in FRACTIONS:
             row[f"best_at_{label}"] = _med_range(list(ok[f"best_at_{label}"]), "{:.4f}")
         warm = list(ok["warm_points_best"].dropna())
@@ -242,11 +294,12 @@ def goal_line(runs: pd.DataFrame) -> str:
             continue
         median = statistics.median(ok["to_target"])
         met = met or median <= GOAL
-        parts.append(f"{strategy}: median {'never' if math.isinf(median) else f'{median:.2f}'}"
-                     f" of the budget")
+        parts.append(f"{strategy}: median {'never' if math.isinf(median) else f'{median:.2f}'} of the budget")
     verdict = "met" if met else "not met"
-    return (f"goal: (c) or (d) reaches the target with <= 1/3 of the grid's time steps "
-            f"(median): {verdict} ({'; '.join(parts)})")
+    return (
+        f"goal: (c) or (d) reaches the target with <= 1/3 of the grid's time steps "
+        f"(median): {verdict} ({'; '.join(parts)})"
+    )
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -270,8 +323,11 @@ def run_all(scale: Scale, work: Path, out: Path, repeats: int) -> tuple[pd.DataF
     target, budget = float(ref_curve["best"].iloc[-1]), float(ref_curve["timesteps"].iloc[-1])
     epochs = pd.read_csv(ref_dir / "epochs.csv")
     steps_per_epoch = int(epochs.loc[epochs["epoch"] == 1, "timesteps"].iloc[0])
-    print(f"    target (best held-out loss) {target:.4f}, budget {budget:,.0f} time steps, "
-          f"{ref['wall_s']:.0f} s", flush=True)
+    print(
+        f"    target (best held-out loss) {target:.4f}, budget {budget:,.0f} time steps, "
+        f"{ref['wall_s']:.0f} s",
+        flush=True,
+    )
     runs = [{"strategy": REFERENCE, "seed": 0, **ref, **measure(ref_curve, target, budget)}]
     curves: dict[str, list[pd.DataFrame]] = {REFERENCE: [ref_curve]}
     for strategy, (sampler, warm) in STRATEGIES.items():
@@ -285,14 +341,24 @@ def run_all(scale: Scale, work: Path, out: Path, repeats: int) -> tuple[pd.DataF
                 curves.setdefault(strategy, []).append(curve)
                 row.update(measure(curve, target, budget))
             runs.append(row)
-            print(f"    {strategy} seed {seed}: " + (
-                f"skipped ({result['error']})" if result["error"] else
-                f"{row['trials']} trials, to target {row['to_target']:.2f} of budget, best "
-                f"{row['best_at_all']:.4f}, {result['wall_s']:.0f} s"), flush=True)
+            print(
+                f"    {strategy} seed {seed}: "
+                + (
+                    f"skipped ({result['error']})"
+                    if result["error"]
+                    else f"{row['trials']} trials, to target {row['to_target']:.2f} of budget, best "
+                    f"{row['best_at_all']:.4f}, {result['wall_s']:.0f} s"
+                ),
+                flush=True,
+            )
             if result["error"] and result["rc"] == 2:
                 break  # the space file is rejected: the other seeds would be too
-    info = {"target": target, "budget": budget, "steps_per_epoch": steps_per_epoch,
-            "budget_s": float(ref_curve["seconds"].iloc[-1])}
+    info = {
+        "target": target,
+        "budget": budget,
+        "steps_per_epoch": steps_per_epoch,
+        "budget_s": float(ref_curve["seconds"].iloc[-1]),
+    }
     return pd.DataFrame(runs), {"curves": curves, **info}
 
 
@@ -300,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a tiny version (a few minutes)")
     p.add_argument("--repeats", type=int, help="search seeds per strategy (default 3, quick 2)")
-    p.add_argument("--grace-epochs", type=float,
-                   help="ASHA grace period in epochs of time steps (default 3, quick 1)")
+    p.add_argument(
+        "--grace-epochs", type=float, help="ASHA grace period in epochs of time steps (default 3, quick 1)"
+    )
     p.add_argument("--out", default=str(ROOT / "results" / "search_quality"))
     p.add_argument("--keep", action="store_true", help="keep the study folders and logs (--out/work)")
     args = p.parse_args(argv)
@@ -325,40 +392,78 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_outputs(scale: Scale, repeats: int, runs: pd.DataFrame, info: dict, out: Path,
-                  total_s: float) -> None:
+def write_outputs(
+    scale: Scale, repeats: int, runs: pd.DataFrame, info: dict, out: Path, total_s: float
+) -> None:
     target, budget = info["target"], info["budget"]
     summary = summarise(runs)
     runs.to_csv(out / "runs.csv", index=False, float_format="%.6g")
     summary.to_csv(out / "summary.csv", index=False)
     hlines = {f"target: grid's best held-out loss {target:.4f}": target}
-    plot_strategies(info["curves"], out / "anytime.png", budget, "timesteps",
-                    title="best held-out loss so far (median, min-max over search seeds)",
-                    hlines=hlines)
-    plot_strategies(info["curves"], out / "anytime_seconds.png", info["budget_s"], "seconds",
-                    title="best held-out loss so far, against training seconds", hlines=hlines)
-    clock = clock_table(pd.read_csv(out / "reference" / "trials.csv", dtype={"trial_id": str}),
-                        pd.read_csv(out / "reference" / "epochs.csv", dtype={"trial_id": str}))
+    plot_strategies(
+        info["curves"],
+        out / "anytime.png",
+        budget,
+        "timesteps",
+        title="best held-out loss so far (median, min-max over search seeds)",
+        hlines=hlines,
+    )
+    plot_strategies(
+        info["curves"],
+        out / "anytime_seconds.png",
+        info["budget_s"],
+        "seconds",
+        title="best held-out loss so far, against training seconds",
+        hlines=hlines,
+    )
+    clock = clock_table(
+        pd.read_csv(out / "reference" / "trials.csv", dtype={"trial_id": str}),
+        pd.read_csv(out / "reference" / "epochs.csv", dtype={"trial_id": str}),
+    )
     clock.to_csv(out / "asha_clock.csv", index=False, float_format="%.6g")
-    scale_line = (f"scale: two-modes, {scale.n_series} series x {scale.length:,} steps, window "
-                  f"{scale.window}, held-out tail {scale.val_fraction:.0%}, {scale.units}+"
-                  f"{scale.units} units, {scale.epochs} epochs per trial ({info['steps_per_epoch']:,}"
-                  f" time steps per epoch); ASHA grace {scale.grace_epochs:g} epochs of time steps,"
-                  f" reduction 3; {repeats} search seeds per strategy (why this scale: see the "
-                  "benchmark's docstring)")
-    budget_line = (f"target: {target:.4f} (the grid's best held-out loss); budget: "
-                   f"{budget:,.0f} time steps (the grid's total); compute columns are fractions "
-                   f"of the budget; best held-out loss at 1/10, 1/3 and all of it")
-    text = "\n".join([
-        "# Search quality: compute to find the article's best, per strategy", "",
-        machine_line("torch", "ray", "optuna"), "", scale_line, "", budget_line, "",
-        markdown(summary), "", goal_line(runs), "", f"total wall time {total_s:.0f} s", "",
-        "## ASHA on a fair clock (offline replay on the grid's curves)", "",
-        clock_markdown(clock), "", recommend(clock), ""])
+    scale_line = (
+        f"scale: two-modes, {scale.n_series} series x {scale.length:,} steps, window "
+        f"{scale.window}, held-out tail {scale.val_fraction:.0%}, {scale.units}+"
+        f"{scale.units} units, {scale.epochs} epochs per trial ({info['steps_per_epoch']:,}"
+        f" time steps per epoch); ASHA grace {scale.grace_epochs:g} epochs of time steps,"
+        f" reduction 3; {repeats} search seeds per strategy (why this scale: see the "
+        "benchmark's docstring)"
+    )
+    budget_line = (
+        f"target: {target:.4f} (the grid's best held-out loss); budget: "
+        f"{budget:,.0f} time steps (the grid's total); compute columns are fractions "
+        f"of the budget; best held-out loss at 1/10, 1/3 and all of it"
+    )
+    text = "\n".join(
+        [
+            "# Search quality: compute to find the article's best, per strategy",
+            "",
+            machine_line("torch", "ray", "optuna"),
+            "",
+            scale_line,
+            "",
+            budget_line,
+            "",
+            markdown(summary),
+            "",
+            goal_line(runs),
+            "",
+            f"total wall time {total_s:.0f} s",
+            "",
+            "## ASHA on a fair clock (offline replay on the grid's curves)",
+            "",
+            clock_markdown(clock),
+            "",
+            recommend(clock),
+            "",
+        ]
+    )
     (out / "table.md").write_text(text)
     print("\n" + text)
-    print(f"files: {out}/table.md, summary.csv, runs.csv, anytime.png, anytime_seconds.png, "
-          "asha_clock.csv, reference/")
+    print(
+        f"files: {out}/table.md, summary.csv, runs.csv, anytime.png, anytime_seconds.png, "
+        "asha_clock.csv, reference/"
+    )
 
 
 if __name__ == "__main__":

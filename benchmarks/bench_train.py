@@ -87,8 +87,16 @@ def make_config(scale: str, n: int, epochs: int) -> Config:
     return Config(
         data=DataConfig(n_series=s, length=length, window=window),
         model=ModelConfig(),
-        train=TrainConfig(optimizer="sgd", lr=LR, momentum=0.0, max_epochs=epochs, threads=THREADS,
-                          seed=SEED, device="cpu", schedule=ScheduleConfig(chunks=(n,))),
+        train=TrainConfig(
+            optimizer="sgd",
+            lr=LR,
+            momentum=0.0,
+            max_epochs=epochs,
+            threads=THREADS,
+            seed=SEED,
+            device="cpu",
+            schedule=ScheduleConfig(chunks=(n,)),
+        ),
     )
 
 
@@ -183,13 +191,23 @@ def run_case(scale: str, n: int, k: int, materialise: bool, prepared: Prepared) 
     b_med = statistics.median(bare_times[1:])
     rel = max(abs(t - b) / max(abs(b), 1e-12) for t, b in zip(tuner_losses, bare_losses))
     return {
-        "case": scale, "n": n, "k": k, "steps": steps,
-        "tuner_s": t_med, "bare_s": b_med, "ratio": t_med / b_med,
+        "case": scale,
+        "n": n,
+        "k": k,
+        "steps": steps,
+        "tuner_s": t_med,
+        "bare_s": b_med,
+        "ratio": t_med / b_med,
         "tuner_steps_per_s": steps / t_med,
         "cpu_ratio": statistics.median(tuner_cpu[1:]) / statistics.median(bare_cpu[1:]),
-        "tuner_cpu": tuner_cpu, "bare_cpu": bare_cpu,
-        "tuner_times": tuner_times, "tuner_inner": tuner_inner, "bare_times": bare_times,
-        "loss_rel_diff": rel, "tuner_loss": tuner_losses[-1], "bare_loss": bare_losses[-1],
+        "tuner_cpu": tuner_cpu,
+        "bare_cpu": bare_cpu,
+        "tuner_times": tuner_times,
+        "tuner_inner": tuner_inner,
+        "bare_times": bare_times,
+        "loss_rel_diff": rel,
+        "tuner_loss": tuner_losses[-1],
+        "bare_loss": bare_losses[-1],
     }
 
 
@@ -211,15 +229,38 @@ def child(arm: str, scale: str, n: int, epochs: int, materialise: bool) -> None:
         bare = Bare(cfg, prepared.train, n, materialise)
         for _ in range(epochs):
             times.append(bare.epoch()[0])
-    print(json.dumps({"arm": arm, "scale": scale, "n": n, "epochs": epochs,
-                      "rss_after_imports_mb": rss_imports, "rss_after_data_mb": rss_data,
-                      "peak_rss_mb": peak_rss_mb(), "epoch_times": times}))
+    print(
+        json.dumps(
+            {
+                "arm": arm,
+                "scale": scale,
+                "n": n,
+                "epochs": epochs,
+                "rss_after_imports_mb": rss_imports,
+                "rss_after_data_mb": rss_data,
+                "peak_rss_mb": peak_rss_mb(),
+                "epoch_times": times,
+            }
+        )
+    )
 
 
 def measure_memory(arm: str, scale: str, n: int, epochs: int, materialise: bool) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--arm", arm, "--scale", scale,
-           "--n", str(n), "--epochs", str(epochs),
-           "--bare-inputs", "materialised" if materialise else "per-chunk"]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        "--arm",
+        arm,
+        "--scale",
+        scale,
+        "--n",
+        str(n),
+        "--epochs",
+        str(epochs),
+        "--bare-inputs",
+        "materialised" if materialise else "per-chunk",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise SystemExit(f"child {arm} {scale} N={n} failed ({out.returncode}):\n{out.stderr}")
@@ -230,16 +271,21 @@ def measure_memory(arm: str, scale: str, n: int, epochs: int, materialise: bool)
 
 
 def header(materialise: bool, quick: bool) -> str:
-    return "\n".join([
-        f"{machine_line('torch')} | threads {torch.get_num_threads()} "
-        f"(interop {torch.get_num_interop_threads()})",
-        f"mode: {'quick' if quick else 'full'} | optimizer SGD lr {LR} | clip none (tuner still "
-        f"measures the grad norm) | bare inputs: "
-        + ("pre-materialised (one contiguous tensor per chunk, built before timing)" if materialise
-           else "per chunk via SeriesSet.inputs(a, b)"),
-        f"goal: ratio (tuner/bare) <= {RATIO_GOAL:.2f}; peak RSS < {MEMORY_GOAL_MB / 1000:.1f} GB "
-        "for tuner at the source scale",
-    ])
+    return "\n".join(
+        [
+            f"{machine_line('torch')} | threads {torch.get_num_threads()} "
+            f"(interop {torch.get_num_interop_threads()})",
+            f"mode: {'quick' if quick else 'full'} | optimizer SGD lr {LR} | clip none (tuner still "
+            f"measures the grad norm) | bare inputs: "
+            + (
+                "pre-materialised (one contiguous tensor per chunk, built before timing)"
+                if materialise
+                else "per chunk via SeriesSet.inputs(a, b)"
+            ),
+            f"goal: ratio (tuner/bare) <= {RATIO_GOAL:.2f}; peak RSS < {MEMORY_GOAL_MB / 1000:.1f} GB "
+            "for tuner at the source scale",
+        ]
+    )
 
 
 def scale_label(scale: str) -> str:
@@ -248,16 +294,22 @@ def scale_label(scale: str) -> str:
 
 
 def table(rows: list[dict], memory: dict[tuple[str, int, str], dict]) -> str:
-    lines = ["| case | N | tuner s/epoch | bare s/epoch | ratio (tuner/bare) | tuner steps/s | "
-             "peak RSS tuner (MB) | peak RSS bare (MB) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| case | N | tuner s/epoch | bare s/epoch | ratio (tuner/bare) | tuner steps/s | "
+        "peak RSS tuner (MB) | peak RSS bare (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        def rss(arm: str) -> str:
+
+        def rss(arm: str, r: dict = r) -> str:
             m = memory.get((r["case"], r["n"], arm))
             return f"{m['peak_rss_mb']:,.0f}" if m else "-"
-        lines.append(f"| {scale_label(r['case'])} | {r['n']} | {r['tuner_s']:.3f} | "
-                     f"{r['bare_s']:.3f} | {r['ratio']:.3f} | {r['tuner_steps_per_s']:,.0f} | "
-                     f"{rss('tuner')} | {rss('bare')} |")
+
+        lines.append(
+            f"| {scale_label(r['case'])} | {r['n']} | {r['tuner_s']:.3f} | "
+            f"{r['bare_s']:.3f} | {r['ratio']:.3f} | {r['tuner_steps_per_s']:,.0f} | "
+            f"{rss('tuner')} | {rss('bare')} |"
+        )
     return "\n".join(lines)
 
 
@@ -265,40 +317,60 @@ def details(rows: list[dict], memory: dict[tuple[str, int, str], dict]) -> str:
     out = ["", "per-epoch seconds (first = warm-up, excluded from the median):"]
     for r in rows:
         fmt = lambda xs: " ".join(f"{x:.3f}" for x in xs)  # noqa: E731
-        out.append(f"  {r['case']} N={r['n']}: tuner fit {fmt(r['tuner_times'])} | tuner "
-                   f"train_epoch {fmt(r['tuner_inner'])} | bare {fmt(r['bare_times'])} | "
-                   f"loss max rel diff tuner vs bare {r['loss_rel_diff']:.1e}")
-        out.append(f"    CPU time (process_time, less sensitive to other workers): tuner "
-                   f"{fmt(r['tuner_cpu'])} | bare {fmt(r['bare_cpu'])} | median ratio "
-                   f"{r['cpu_ratio']:.3f}")
+        out.append(
+            f"  {r['case']} N={r['n']}: tuner fit {fmt(r['tuner_times'])} | tuner "
+            f"train_epoch {fmt(r['tuner_inner'])} | bare {fmt(r['bare_times'])} | "
+            f"loss max rel diff tuner vs bare {r['loss_rel_diff']:.1e}"
+        )
+        out.append(
+            f"    CPU time (process_time, less sensitive to other workers): tuner "
+            f"{fmt(r['tuner_cpu'])} | bare {fmt(r['bare_cpu'])} | median ratio "
+            f"{r['cpu_ratio']:.3f}"
+        )
     if memory:
         out.append("memory children (MB, ru_maxrss): after imports / after data / peak; epochs")
         for (case, n, arm), m in sorted(memory.items()):
-            out.append(f"  {case} N={n} {arm}: {m['rss_after_imports_mb']:,.0f} / "
-                       f"{m['rss_after_data_mb']:,.0f} / {m['peak_rss_mb']:,.0f}; "
-                       f"{m['epochs']} epoch(s) {' '.join(f'{t:.2f}' for t in m['epoch_times'])} s")
+            out.append(
+                f"  {case} N={n} {arm}: {m['rss_after_imports_mb']:,.0f} / "
+                f"{m['rss_after_data_mb']:,.0f} / {m['peak_rss_mb']:,.0f}; "
+                f"{m['epochs']} epoch(s) {' '.join(f'{t:.2f}' for t in m['epoch_times'])} s"
+            )
     out.append("")
     slow = [r for r in rows if r["ratio"] > RATIO_GOAL]
-    out.append(f"ratio goal (<= {RATIO_GOAL:.2f}): " + (
-        "met in every case" if not slow else
-        "NOT met in " + ", ".join(f"{r['case']} N={r['n']} ({r['ratio']:.2f})" for r in slow)))
+    out.append(
+        f"ratio goal (<= {RATIO_GOAL:.2f}): "
+        + (
+            "met in every case"
+            if not slow
+            else "NOT met in " + ", ".join(f"{r['case']} N={r['n']} ({r['ratio']:.2f})" for r in slow)
+        )
+    )
     tuner_mem = {k: v for k, v in memory.items() if k[2] == "tuner"}
     if tuner_mem:
-        over = [f"{k[0]} N={k[1]} ({v['peak_rss_mb']:,.0f} MB)" for k, v in sorted(tuner_mem.items())
-                if v["peak_rss_mb"] >= MEMORY_GOAL_MB]
-        out.append(f"memory goal (tuner peak RSS < {MEMORY_GOAL_MB:,.0f} MB at source scale): "
-                   + ("met" if not over else "NOT met in " + ", ".join(over)))
+        over = [
+            f"{k[0]} N={k[1]} ({v['peak_rss_mb']:,.0f} MB)"
+            for k, v in sorted(tuner_mem.items())
+            if v["peak_rss_mb"] >= MEMORY_GOAL_MB
+        ]
+        out.append(
+            f"memory goal (tuner peak RSS < {MEMORY_GOAL_MB:,.0f} MB at source scale): "
+            + ("met" if not over else "NOT met in " + ", ".join(over))
+        )
     bad = [r for r in rows if r["loss_rel_diff"] > 1e-3]
-    out.append("same-math check (epoch losses agree within 1e-3 relative): "
-               + ("ok" if not bad else "FAILED in " + ", ".join(f"{r['case']} N={r['n']}"
-                                                                  for r in bad)))
+    out.append(
+        "same-math check (epoch losses agree within 1e-3 relative): "
+        + ("ok" if not bad else "FAILED in " + ", ".join(f"{r['case']} N={r['n']}" for r in bad))
+    )
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true",
-                   help="source scale N=100 with 1 timed epoch, plus the small cases (< 1 min)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="source scale N=100 with 1 timed epoch, plus the small cases (< 1 min)",
+    )
     p.add_argument("--bare-inputs", choices=("materialised", "per-chunk"), default="materialised")
     p.add_argument("--no-memory", action="store_true", help="skip the memory child processes")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -329,9 +401,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for arm in ("tuner", "bare"):
                 memory[(scale, n, arm)] = measure_memory(arm, scale, n, memory_epochs, materialise)
-                print(f"  memory {scale} N={n} {arm}: peak "
-                      f"{memory[(scale, n, arm)]['peak_rss_mb']:,.0f} MB", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"  memory {scale} N={n} {arm}: peak {memory[(scale, n, arm)]['peak_rss_mb']:,.0f} MB",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     rows = []
     prepared: dict[str, Prepared] = {}
@@ -340,8 +414,11 @@ def main(argv: list[str] | None = None) -> int:
             prepared[scale] = prepare(make_config(scale, 1, 1).data, device="cpu")
         rows.append(run_case(scale, n, k, materialise, prepared[scale]))
         r = rows[-1]
-        print(f"  timed {scale} N={n}: tuner {r['tuner_s']:.3f} s, bare {r['bare_s']:.3f} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"  timed {scale} N={n}: tuner {r['tuner_s']:.3f} s, bare {r['bare_s']:.3f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     print()
     print(table(rows, memory))

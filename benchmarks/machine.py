@@ -33,5 +33,7 @@ def machine_line(*packages: str) -> str:
         usable = os.cpu_count()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     versions = " | ".join(f"{p} {version(p)}" for p in packages)
-    return (f"machine: {cpu_model()} | {os.cpu_count()} logical cores ({usable} usable) | "
-            f"load avg {load} | Python {platform.python_version()} | {versions}")
+    return (
+        f"machine: {cpu_model()} | {os.cpu_count()} logical cores ({usable} usable) | "
+        f"load avg {load} | Python {platform.python_version()} | {versions}"
+    )

@@ -9,8 +9,17 @@ from tuner.core import config as config_mod
 
 def tiny(**overrides) -> config_mod.Config:
     """A small, fast run; `overrides` are dotted keys, e.g. tiny(**{"train.lr": 0.1})."""
-    base = ["data.n_series=3", "data.length=120", "data.window=8", "data.noise_std=0.0", "model.dense_units=8",
-            "model.lstm_units=8", "model.noise_std=0.0", "train.max_epochs=3", "train.threads=1"]
+    base = [
+        "data.n_series=3",
+        "data.length=120",
+        "data.window=8",
+        "data.noise_std=0.0",
+        "model.dense_units=8",
+        "model.lstm_units=8",
+        "model.noise_std=0.0",
+        "train.max_epochs=3",
+        "train.threads=1",
+    ]
     extra = [f"{k}={v}" for k, v in overrides.items()]
     return config_mod.load(None, base + extra)
 

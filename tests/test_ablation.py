@@ -53,5 +53,4 @@ def test_ablation_reduced_scale_with_one_override_line():
     # Rule: the same file runs at laptop scale with overrides only; the settings do not change.
     _, runs = _expand(["data.length=4000", "data.n_series=10", "train.max_epochs=150"])
     assert len(runs) == 30
-    assert {(c.data.length, c.data.n_series, c.train.max_epochs) for c, _ in runs} == {
-        (4000, 10, 150)}
+    assert {(c.data.length, c.data.n_series, c.train.max_epochs) for c, _ in runs} == {(4000, 10, 150)}

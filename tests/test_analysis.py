@@ -140,7 +140,7 @@ def test_overfit_onset_finds_where_held_out_and_training_part() -> None:
     # while the training loss is lower at the end than at that minimum; the gap opened at the
     # held-out minimum and the margin was crossed at the first later epoch beyond it.
     epochs = np.arange(1, 33, dtype=float)
-    train = 1.0 - 0.015 * epochs                                 # keeps falling: 0.52 at 32
+    train = 1.0 - 0.015 * epochs  # keeps falling: 0.52 at 32
     val = np.where(epochs <= 8, 0.9 - 0.025 * epochs, 0.7 + 0.005 * (epochs - 8))
     hit = heldout.overfit_onset(train, val, epochs)
     assert hit is not None
@@ -158,17 +158,23 @@ def test_overfit_onset_finds_where_held_out_and_training_part() -> None:
 
 def test_overfit_rows_lists_only_the_runs_that_overfit() -> None:
     e = np.arange(1, 21, dtype=float)
-    good = pd.DataFrame({"trial_id": "good", "epoch": e, "train_loss": 1 / e,
-                         "val_loss": 1 / e + 0.5})
-    bad = pd.DataFrame({"trial_id": "bad", "epoch": e, "train_loss": 1 / e,
-                        "val_loss": np.where(e <= 5, 1.2 - 0.1 * e, 0.7 + 0.05 * (e - 5))})
+    good = pd.DataFrame({"trial_id": "good", "epoch": e, "train_loss": 1 / e, "val_loss": 1 / e + 0.5})
+    bad = pd.DataFrame(
+        {
+            "trial_id": "bad",
+            "epoch": e,
+            "train_loss": 1 / e,
+            "val_loss": np.where(e <= 5, 1.2 - 0.1 * e, 0.7 + 0.05 * (e - 5)),
+        }
+    )
     rows = heldout.overfit_rows(pd.concat([good, bad]))
     assert list(rows["trial_id"]) == ["bad"] and rows["gap_epoch"].iloc[0] == 5
 
 
 def test_baselines_from_study_yaml_and_against() -> None:
-    meta = {"baselines": {"zero": {"train": 1.0, "val": 1.2},
-                          "ridge": {"train": 0.8, "val": 0.83, "alpha": 0.01}}}
+    meta = {
+        "baselines": {"zero": {"train": 1.0, "val": 1.2}, "ridge": {"train": 0.8, "val": 0.83, "alpha": 0.01}}
+    }
     b = heldout.read_baselines(meta)
     assert b.known and b.has_val and b.zero("val_loss") == 1.2 and b.ridge("val_loss") == 0.83
     assert list(b.hlines("val_loss").values()) == [1.2, 0.83]
@@ -230,9 +236,7 @@ def _epochs_table() -> pd.DataFrame:
         rows.append(("short", e, 5.0 / e, 1.0 * e, 1, 0))
     for e, loss in [(1, 3.0), (2, 2.0), (3, math.inf)]:
         rows.append(("blown", e, loss, 1.5 * e, 1, 0))
-    return pd.DataFrame(
-        rows, columns=["trial_id", "epoch", "train_loss", "train_time_s", "chunks", "stage"]
-    )
+    return pd.DataFrame(rows, columns=["trial_id", "epoch", "train_loss", "train_time_s", "chunks", "stage"])
 
 
 def test_loss_at_epoch_rules() -> None:
@@ -340,9 +344,7 @@ def test_edge_warning_skips_inactive_conditional_seed_and_categorical() -> None:
 
 def test_edge_warning_ignores_diverged_best() -> None:
     # Rule: the best trial is the best *finite* objective; a diverged (+inf) trial never is.
-    t = pd.DataFrame(
-        {"trial_id": ["a", "b"], "objective": [math.inf, 1.0], "train.lr": [0.1, 0.003]}
-    )
+    t = pd.DataFrame({"trial_id": ["a", "b"], "objective": [math.inf, 1.0], "train.lr": [0.1, 0.003]})
     assert ranges.edge_warnings(t, SPACE, "objective") == []
 
 
@@ -441,16 +443,35 @@ def test_fmt_spread() -> None:
 def test_data_lines_state_constants_split_or_the_file() -> None:
     # Rule: synthetic data: preset, both wave periods and the noise; a file: its path; the
     # split with its sizes; a study without them: nothing (the report says so).
-    synthetic = {"data_constants": {"source": "synthetic", "preset": "two-modes", "period_a": 50.0,
-                                    "period_b": 230.0, "noise_std": 0.1, "walk_step": 0.01,
-                                    "n_series": 10, "length": 4000, "seed": 0},
-                 "split": {"train_series": 10, "train_steps": 31000, "val_steps": 7750,
-                           "val_fraction": 0.2, "val_whole_series": 0}}
+    synthetic = {
+        "data_constants": {
+            "source": "synthetic",
+            "preset": "two-modes",
+            "period_a": 50.0,
+            "period_b": 230.0,
+            "noise_std": 0.1,
+            "walk_step": 0.01,
+            "n_series": 10,
+            "length": 4000,
+            "seed": 0,
+        },
+        "split": {
+            "train_series": 10,
+            "train_steps": 31000,
+            "val_steps": 7750,
+            "val_fraction": 0.2,
+            "val_whole_series": 0,
+        },
+    }
     lines = heldout.data_lines(synthetic)
     assert "preset `two-modes`: two waves with periods 50 and 230 steps, noise std 0.1" in lines[0]
     assert "held out: 7,750 steps (the last 20% of each series)" in lines[1]
-    lines = heldout.data_lines({"data_constants": {"source": "file", "path": "prices.csv"},
-                                "split": {"train_series": 3, "train_steps": 900, "val_steps": 0}})
+    lines = heldout.data_lines(
+        {
+            "data_constants": {"source": "file", "path": "prices.csv"},
+            "split": {"train_series": 3, "train_steps": 900, "val_steps": 0},
+        }
+    )
     assert lines[0] == "- **Data:** the file `prices.csv` (real prices)."
     assert "**no hold-out**" in lines[1]
     assert heldout.data_lines({}) == []

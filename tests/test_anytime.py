@@ -9,18 +9,25 @@ import pandas as pd
 import pytest
 import yaml
 
-from tuner.report.anytime import (anytime_curve, best_at, compute_to_reach, study_curve, value_column)
+from tuner.report.anytime import anytime_curve, best_at, compute_to_reach, study_curve, value_column
 from tuner.report.anytime_plot import band, plot_strategies, plot_study
 
 
 def _epochs(trial_id: str, values, steps: int = 100, seconds: float = 1.0, val=None):
     """epochs.csv rows of one trial: `values` are the training losses, one per epoch."""
     n = len(values)
-    return pd.DataFrame({
-        "trial_id": trial_id, "epoch": range(1, n + 1), "train_loss": values,
-        "val_loss": val if val is not None else [math.nan] * n,
-        "epoch_time_s": [seconds] * n, "timesteps": [steps * (i + 1) for i in range(n)],
-        "updates": range(1, n + 1), "train_time_s": [seconds * (i + 1) for i in range(n)]})
+    return pd.DataFrame(
+        {
+            "trial_id": trial_id,
+            "epoch": range(1, n + 1),
+            "train_loss": values,
+            "val_loss": val if val is not None else [math.nan] * n,
+            "epoch_time_s": [seconds] * n,
+            "timesteps": [steps * (i + 1) for i in range(n)],
+            "updates": range(1, n + 1),
+            "train_time_s": [seconds * (i + 1) for i in range(n)],
+        }
+    )
 
 
 def _trials(*rows):
@@ -52,14 +59,24 @@ def test_anytime_curve_orders_concurrent_trials_by_epoch_end():
     # Rule: with 2 workers, trials run side by side: rows interleave by when each epoch ended,
     # and the third trial starts on the worker that frees first.
     trials = _trials(("a_00000", "search"), ("a_00001", "search"), ("a_00002", "search"))
-    epochs = pd.concat([_epochs("a_00000", [1.0, 0.9], seconds=1.0),
-                        _epochs("a_00001", [0.7, 0.6, 0.5], seconds=1.5),
-                        _epochs("a_00002", [0.4], seconds=0.2)])
+    epochs = pd.concat(
+        [
+            _epochs("a_00000", [1.0, 0.9], seconds=1.0),
+            _epochs("a_00001", [0.7, 0.6, 0.5], seconds=1.5),
+            _epochs("a_00002", [0.4], seconds=0.2),
+        ]
+    )
     curve = anytime_curve(trials, epochs, "train_loss", slots=2)
     # Ends: a0 at 1, 2; a1 at 1.5, 3, 4.5; a2 starts at 2 (a0's worker) and ends at 2.2.
     order = list(zip(curve["trial_id"], curve["epoch"]))
-    assert order == [("a_00000", 1), ("a_00001", 1), ("a_00000", 2), ("a_00002", 1),
-                     ("a_00001", 2), ("a_00001", 3)]
+    assert order == [
+        ("a_00000", 1),
+        ("a_00001", 1),
+        ("a_00000", 2),
+        ("a_00002", 1),
+        ("a_00001", 2),
+        ("a_00001", 3),
+    ]
     assert list(curve["best"]) == [1.0, 0.7, 0.7, 0.4, 0.4, 0.4]
     # A wall_time column, when present, decides the order instead of the replay.
     epochs = epochs.assign(wall_time=[5, 6, 1, 2, 3, 0.5])
@@ -72,8 +89,9 @@ def test_anytime_curve_diverged_and_missing_values_spend_compute_without_improvi
     # Rule: +inf, NaN and -inf-free rows count as compute but never set a best; before the first
     # finite value the best is NaN, afterwards it carries through non-finite rows.
     trials = _trials(("a_00000", "search"), ("a_00001", "search"))
-    epochs = pd.concat([_epochs("a_00000", [math.inf, math.nan]),
-                        _epochs("a_00001", [0.9, math.inf, math.nan, 0.95])])
+    epochs = pd.concat(
+        [_epochs("a_00000", [math.inf, math.nan]), _epochs("a_00001", [0.9, math.inf, math.nan, 0.95])]
+    )
     curve = anytime_curve(trials, epochs, "train_loss", slots=1)
     assert curve["best"].iloc[:2].isna().all()
     assert list(curve["best"].iloc[2:]) == [0.9, 0.9, 0.9, 0.9]
@@ -95,10 +113,17 @@ def test_anytime_curve_held_out_metric_and_max_mode():
 def test_anytime_curve_experiments_follow_each_other_and_warm_points_flagged():
     # Rule: an extension's curve starts where the search ended and keeps its best; only the first
     # K trials of the first experiment are warm-start points (an extension does not redo them).
-    trials = _trials(("a_00000", "search"), ("a_00001", "search"), ("b_00000", "extend-1"),
-                     ("b_00001", "extend-1"))
-    epochs = pd.concat([_epochs("a_00000", [0.5]), _epochs("a_00001", [0.6]),
-                        _epochs("b_00000", [0.7]), _epochs("b_00001", [0.4])])
+    trials = _trials(
+        ("a_00000", "search"), ("a_00001", "search"), ("b_00000", "extend-1"), ("b_00001", "extend-1")
+    )
+    epochs = pd.concat(
+        [
+            _epochs("a_00000", [0.5]),
+            _epochs("a_00001", [0.6]),
+            _epochs("b_00000", [0.7]),
+            _epochs("b_00001", [0.4]),
+        ]
+    )
     curve = anytime_curve(trials, epochs, "train_loss", slots=2, warm_start=1)
     assert list(curve["experiment"]) == ["search", "search", "extend-1", "extend-1"]
     assert list(curve["timesteps"]) == [100, 200, 300, 400]
@@ -118,13 +143,23 @@ def test_study_curve_and_plots_from_files(tmp_path):
     # Rule: a study folder's files alone give the curve (objective, slots and warm-start count
     # from study.yaml) and both plots are written.
     trials = _trials(("a_00000", "search"), ("a_00001", "search"))
-    epochs = pd.concat([_epochs("a_00000", [1.0, 0.8], val=[0.9, 0.85]),
-                        _epochs("a_00001", [0.7, 0.6], val=[0.95, 0.8])])
+    epochs = pd.concat(
+        [_epochs("a_00000", [1.0, 0.8], val=[0.9, 0.85]), _epochs("a_00001", [0.7, 0.6], val=[0.95, 0.8])]
+    )
     trials.to_csv(tmp_path / "trials.csv", index=False)
     epochs.to_csv(tmp_path / "epochs.csv", index=False)
-    (tmp_path / "study.yaml").write_text(yaml.safe_dump({"search": {
-        "metric": "val_loss", "mode": "min", "max_concurrent": 2,
-        "start_from": [{"train.optimizer": "adam"}]}}))
+    (tmp_path / "study.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "search": {
+                    "metric": "val_loss",
+                    "mode": "min",
+                    "max_concurrent": 2,
+                    "start_from": [{"train.optimizer": "adam"}],
+                }
+            }
+        )
+    )
     curve = study_curve(tmp_path)
     assert curve["best"].iloc[-1] == 0.8
     assert curve.loc[curve["trial_id"] == "a_00000", "warm"].all()

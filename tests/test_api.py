@@ -28,18 +28,29 @@ def example_code() -> str:
 def test_import_tuner_starts_no_ray():
     # Rule: `import tuner` imports neither Ray nor Optuna, and its lazy API names import no Ray
     # until a search runs (Optuna, whose distributions type the space file, is allowed then).
-    code = ("import sys, tuner; print('ray' in sys.modules, 'optuna' in sys.modules); "
-            "tuner.run_search; tuner.load_study; tuner.Study; print('ray' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout
+    code = (
+        "import sys, tuner; print('ray' in sys.modules, 'optuna' in sys.modules); "
+        "tuner.run_search; tuner.load_study; tuner.Study; print('ray' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     assert out.split() == ["False", "False", "False"]
 
 
 def test_search_options_argv_is_the_equivalent_command():
     # Rule: an API search records in study.yaml the command line that repeats it.
-    opts = api.SearchOptions(space="s.yaml", name="n", smoke=True, dashboard=False,
-                             report=False, mlflow="local", extend=3, address=None,
-                             overrides=("train.lr=0.1",))
+    opts = api.SearchOptions(
+        space="s.yaml",
+        name="n",
+        smoke=True,
+        dashboard=False,
+        report=False,
+        mlflow="local",
+        extend=3,
+        address=None,
+        overrides=("train.lr=0.1",),
+    )
     args = __import__("tuner.search", fromlist=["x"]).parse_args(opts.argv())
     from tuner.search import options
 
@@ -49,23 +60,29 @@ def test_search_options_argv_is_the_equivalent_command():
 def test_run_search_bad_input_raises_config_error_and_writes_nothing(tmp_path):
     # Rule: bad input through the API is a ConfigError of one line, before Ray or any file.
     with pytest.raises(tuner.ConfigError, match="train.lr") as info:
-        tuner.run_search(SMOKE, results_dir=tmp_path / "r", overrides=["train.lr=-1"],
-                         smoke=True, dashboard=False)
+        tuner.run_search(
+            SMOKE, results_dir=tmp_path / "r", overrides=["train.lr=-1"], smoke=True, dashboard=False
+        )
     assert "\n" not in str(info.value)
     assert not (tmp_path / "r" / "smoke").exists()
 
 
 @pytest.mark.ray
-def test_run_search_config_error_after_the_claim_leaves_nothing_and_unlocks(ray_session,
-                                                                            tmp_path):
+def test_run_search_config_error_after_the_claim_leaves_nothing_and_unlocks(ray_session, tmp_path):
     # Rule: the API, not only the command line, guards the study folder: bad input found once
     # Ray runs (a trial no node fits) removes the folder the call created and releases its
     # lock, so the same call again gets the same one line (not "another search is running"
     # nor "already exists").
     for _ in range(2):
         with pytest.raises(tuner.ConfigError, match="resources: a trial asks for 64 CPU"):
-            tuner.run_search(SMOKE, results_dir=tmp_path / "r", overrides=["resources.cpu=64"],
-                             smoke=True, dashboard=False, report=False)
+            tuner.run_search(
+                SMOKE,
+                results_dir=tmp_path / "r",
+                overrides=["resources.cpu=64"],
+                smoke=True,
+                dashboard=False,
+                report=False,
+            )
         assert list((tmp_path / "r").iterdir()) == []
 
 
@@ -76,14 +93,30 @@ def test_run_search_equals_the_command_line(ray_session, tmp_path):
     # values and the same losses; it returns those tables, the best config and the paths of the
     # study's files. (FIFO: which trials ASHA stops depends on timing.)
     fifo = "search.scheduler={type: fifo}"
-    cli = subprocess.run([sys.executable, "-m", "tuner.search", "--space", str(SMOKE), "--smoke",
-                          "--results-dir", str(tmp_path / "cli"), *FLAGS, fifo],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tuner.search",
+            "--space",
+            str(SMOKE),
+            "--smoke",
+            "--results-dir",
+            str(tmp_path / "cli"),
+            *FLAGS,
+            fifo,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert cli.returncode == 0, cli.stdout[-3000:] + cli.stderr[-3000:]
     from_cli = tuner.load_study(tmp_path / "cli" / "smoke")
 
-    study = tuner.run_search(SMOKE, results_dir=tmp_path / "api", smoke=True, dashboard=False,
-                             report=False, overrides=[fifo])
+    study = tuner.run_search(
+        SMOKE, results_dir=tmp_path / "api", smoke=True, dashboard=False, report=False, overrides=[fifo]
+    )
     assert isinstance(study, tuner.Study) and study.dir == (tmp_path / "api" / "smoke")
     assert study.finished and study.why == from_cli.why
     assert list(study.trials.columns) == list(from_cli.trials.columns)
@@ -100,8 +133,10 @@ def test_run_search_equals_the_command_line(ray_session, tmp_path):
 
     def losses(s):  # {searched values: that trial's losses by epoch}
         merged = s.epochs.merge(s.trials[["trial_id", *keys]], on="trial_id")
-        return {str(k): g.sort_values("epoch")["train_loss"].round(6).tolist()
-                for k, g in merged.groupby([merged[c].astype(str) for c in keys])}
+        return {
+            str(k): g.sort_values("epoch")["train_loss"].round(6).tolist()
+            for k, g in merged.groupby([merged[c].astype(str) for c in keys])
+        }
 
     assert losses(study) == losses(from_cli)
     for path in (study.trials_csv, study.epochs_csv, study.best_config_yaml, study.study_yaml):

@@ -10,11 +10,17 @@ from benchmarks.asha_clock import clock_table, halve, recommend, signal
 
 def _curve(trial_id, val, train=None, updates_per_epoch=1, steps=100, seconds=1.0):
     n = len(val)
-    return pd.DataFrame({"trial_id": trial_id, "epoch": np.arange(1, n + 1), "val_loss": val,
-                         "train_loss": train if train is not None else val,
-                         "timesteps": steps * np.arange(1, n + 1),
-                         "train_time_s": seconds * np.arange(1, n + 1),
-                         "updates": updates_per_epoch * np.arange(1, n + 1)})
+    return pd.DataFrame(
+        {
+            "trial_id": trial_id,
+            "epoch": np.arange(1, n + 1),
+            "val_loss": val,
+            "train_loss": train if train is not None else val,
+            "timesteps": steps * np.arange(1, n + 1),
+            "train_time_s": seconds * np.arange(1, n + 1),
+            "updates": updates_per_epoch * np.arange(1, n + 1),
+        }
+    )
 
 
 def _late_bloomer_grid():
@@ -38,10 +44,12 @@ def test_halve_stops_a_late_bloomer_at_a_short_grace_but_not_a_long_one():
 def test_halve_never_stops_a_trial_that_ends_before_the_rung():
     # Rule: on the updates clock an N=1 trial (one update per epoch) may end before the first
     # rung; Tune's ASHA never judges it there, so it runs to its end however bad it is.
-    curves = {"n1": _curve("n1", [2.0] * 9, updates_per_epoch=1),
-              "a": _curve("a", [0.5] * 9, updates_per_epoch=100),
-              "b": _curve("b", [0.6] * 9, updates_per_epoch=100),
-              "c": _curve("c", [0.7] * 9, updates_per_epoch=100)}
+    curves = {
+        "n1": _curve("n1", [2.0] * 9, updates_per_epoch=1),
+        "a": _curve("a", [0.5] * 9, updates_per_epoch=100),
+        "b": _curve("b", [0.6] * 9, updates_per_epoch=100),
+        "c": _curve("c", [0.7] * 9, updates_per_epoch=100),
+    }
     runs = halve(curves, "updates", "val_loss", grace=100)
     assert runs["n1"] == 9 and runs["a"] == 9 and runs["c"] == 1
 

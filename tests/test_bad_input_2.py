@@ -58,8 +58,7 @@ def write_csv(path: Path, columns: dict[str, list[float]]) -> Path:
 # ================================================================ class 2: every key, every kind
 
 
-BAD_VALUES = {"nan": ".nan", "inf": ".inf", "negative": "-1", "huge": "1000000000000000",
-              "string": "abc"}
+BAD_VALUES = {"nan": ".nan", "inf": ".inf", "negative": "-1", "huge": "1000000000000000", "string": "abc"}
 
 
 @pytest.mark.parametrize("kind", list(BAD_VALUES))
@@ -99,52 +98,66 @@ def test_config_ranged_fields_refuse_values_outside_their_metadata_range():
         while todo:
             prefix, c = todo.pop()
             for f in dataclasses.fields(c):
-                if dataclasses.is_dataclass(f.default_factory if f.default_factory
-                                            is not dataclasses.MISSING else None):
+                if dataclasses.is_dataclass(
+                    f.default_factory if f.default_factory is not dataclasses.MISSING else None
+                ):
                     todo.append((f"{prefix}.{f.name}", f.default_factory))
                     continue
                 low, high = f.metadata.get("range", (None, None))
                 for bad in ([low - 1] if low is not None else []) + (
-                        [high * 10 + 1] if high is not None else []):
+                    [high * 10 + 1] if high is not None else []
+                ):
                     with pytest.raises(config_mod.ConfigError, match=f.name):
                         config_mod.load(None, [f"{prefix}.{f.name}={bad}"])
                     checked += 1
     assert checked >= 20
 
 
-@pytest.mark.parametrize("override,fragment", [
-    ("train.lr=.inf", "train.lr"), ("data.length=10000000000", "memory"),
-    ("model.lstm_units=1000000", "available")])
+@pytest.mark.parametrize(
+    "override,fragment",
+    [
+        ("train.lr=.inf", "train.lr"),
+        ("data.length=10000000000", "memory"),
+        ("model.lstm_units=1000000", "available"),
+    ],
+)
 def test_train_cli_refuses_non_finite_and_absurd_sizes_with_one_line(tmp_path, override, fragment):
     # Rule: `python -m tuner.train` answers a non-finite rate or a size no memory holds with one
     # line and exit 2, before allocating (no MemoryError, no traceback), writing nothing.
-    proc = subprocess.run([sys.executable, "-m", "tuner.train", "--out", str(tmp_path / "o"),
-                           override], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuner.train", "--out", str(tmp_path / "o"), override],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1 and fragment in lines[0].replace("machine has", "memory available"), \
-        proc.stderr
+    assert len(lines) == 1 and fragment in lines[0].replace("machine has", "memory available"), proc.stderr
     assert not (tmp_path / "o").exists()
 
 
 # ================================================================ class 1 + 2: the search command
 
 
-@pytest.mark.parametrize("override,fragments", [
-    ("data.bias=-1000", ["non-positive price"]),
-    ("data.freq_a=.inf", ["data.freq_a", "finite"]),
-    ("data.noise_std=.nan", ["data.noise_std", "finite"]),
-    ("train.lr=.inf", ["train.lr", "finite"]),
-    ("train.weight_decay=.inf", ["train.weight_decay", "finite"]),
-    ("data.cost=.inf", ["data.cost", "finite"]),
-    ("train.schedule.min_delta=.inf", ["train.schedule.min_delta", "finite"]),
-    ("data.bias=1e300", ["data.bias", "<= 1e+15"]),
-    ("data.seed=-1", ["data.seed", ">= 0"]),
-    ("train.threads=1000000", ["train.threads", "<= 4096"]),
-    ("data.length=10000000000", ["available"]),
-    ("model.lstm_units=1000000", ["available"]),
-])
+@pytest.mark.parametrize(
+    "override,fragments",
+    [
+        ("data.bias=-1000", ["non-positive price"]),
+        ("data.freq_a=.inf", ["data.freq_a", "finite"]),
+        ("data.noise_std=.nan", ["data.noise_std", "finite"]),
+        ("train.lr=.inf", ["train.lr", "finite"]),
+        ("train.weight_decay=.inf", ["train.weight_decay", "finite"]),
+        ("data.cost=.inf", ["data.cost", "finite"]),
+        ("train.schedule.min_delta=.inf", ["train.schedule.min_delta", "finite"]),
+        ("data.bias=1e300", ["data.bias", "<= 1e+15"]),
+        ("data.seed=-1", ["data.seed", ">= 0"]),
+        ("train.threads=1000000", ["train.threads", "<= 4096"]),
+        ("data.length=10000000000", ["available"]),
+        ("model.lstm_units=1000000", ["available"]),
+    ],
+)
 def test_search_refuses_doomed_data_and_numbers_before_ray(tmp_path, capsys, override, fragments):
     # Rule: what would make every trial fail (or report a bogus status) is refused before Ray
     # starts: one line, exit 2, no study folder.
@@ -159,31 +172,41 @@ def _space_with(tmp_path: Path, edit) -> Path:
     return path
 
 
-@pytest.mark.parametrize("edit,fragments", [
-    (lambda d: d["search"].update(seed=-1), ["search.seed", str(config_mod.SEED_LIMIT)]),
-    (lambda d: d["search"].update(seed=2**40), ["search.seed"]),
-    (lambda d: d["search"].update(metric="time_to_target", target_loss=-1),
-     ["search.target_loss", "> 0"]),
-    (lambda d: d["resources"].update(cpu=1e-9), ["resources.cpu", "0.0001"]),
-    (lambda d: d["resources"].update(cpu=1.5), ["resources.cpu", "whole"]),
-    (lambda d: d["resources"].update(gpu=1e-7), ["resources.gpu"]),
-])
-def test_search_refuses_search_and_resource_numbers_ray_would_reject(tmp_path, capsys, edit,
-                                                                      fragments):
+@pytest.mark.parametrize(
+    "edit,fragments",
+    [
+        (lambda d: d["search"].update(seed=-1), ["search.seed", str(config_mod.SEED_LIMIT)]),
+        (lambda d: d["search"].update(seed=2**40), ["search.seed"]),
+        (
+            lambda d: d["search"].update(metric="time_to_target", target_loss=-1),
+            ["search.target_loss", "> 0"],
+        ),
+        (lambda d: d["resources"].update(cpu=1e-9), ["resources.cpu", "0.0001"]),
+        (lambda d: d["resources"].update(cpu=1.5), ["resources.cpu", "whole"]),
+        (lambda d: d["resources"].update(gpu=1e-7), ["resources.gpu"]),
+    ],
+)
+def test_search_refuses_search_and_resource_numbers_ray_would_reject(tmp_path, capsys, edit, fragments):
     # Rule: seeds outside 0..2**32-1, an unreachable target loss and resource amounts Ray
     # cannot schedule are refused before Ray starts (they used to fail after it, leaving a
     # study folder that blocked the corrected command).
     space = _space_with(tmp_path, edit)
-    refused(capsys, ["--space", str(space), "--smoke", "--name", "t"], tmp_path / "results",
-            *fragments)
+    refused(capsys, ["--space", str(space), "--smoke", "--name", "t"], tmp_path / "results", *fragments)
 
 
-@pytest.mark.parametrize("flags,fragment", [
-    (["--num-cpus", "0"], "--num-cpus"), (["--num-cpus", "10000000"], "--num-cpus"),
-    (["--dashboard-port", "70000"], "--dashboard-port"), (["--dashboard-port", "0"], "port"),
-    (["--extend", "10000000"], "--extend"), (["--num-samples", "1000000000"], "num_samples"),
-    (["--address", "nohost"], "--address"), (["--address", "h:99999"], "--address"),
-])
+@pytest.mark.parametrize(
+    "flags,fragment",
+    [
+        (["--num-cpus", "0"], "--num-cpus"),
+        (["--num-cpus", "10000000"], "--num-cpus"),
+        (["--dashboard-port", "70000"], "--dashboard-port"),
+        (["--dashboard-port", "0"], "port"),
+        (["--extend", "10000000"], "--extend"),
+        (["--num-samples", "1000000000"], "num_samples"),
+        (["--address", "nohost"], "--address"),
+        (["--address", "h:99999"], "--address"),
+    ],
+)
 def test_search_flags_out_of_range_are_one_line(tmp_path, capsys, flags, fragment):
     # Rule: every numeric flag is range-checked (argparse checks only the type).
     results = tmp_path / "results"
@@ -195,13 +218,24 @@ def test_search_refuses_file_data_that_every_trial_would_reject(tmp_path, capsys
     # Rule: the checks of a trial's data preparation run on the real file before Ray: held-out
     # series >= the series in the file, a val_fraction leaving no training step, prices near
     # the float limit.
-    data = write_csv(tmp_path / "p.csv", {"a": list(np.linspace(10, 20, 40)),
-                                          "b": list(np.linspace(20, 30, 40))})
+    data = write_csv(
+        tmp_path / "p.csv", {"a": list(np.linspace(10, 20, 40)), "b": list(np.linspace(20, 30, 40))}
+    )
     results = tmp_path / "results"
-    refused(capsys, smoke(f"data.path={data}", "data.val_series=2"), results,
-            "data.val_series", "fewer than the 2 series")
-    refused(capsys, smoke(f"data.path={data}", "data.val_fraction=0.99"), results,
-            "data.val_fraction", "no training step")
+    refused(
+        capsys,
+        smoke(f"data.path={data}", "data.val_series=2"),
+        results,
+        "data.val_series",
+        "fewer than the 2 series",
+    )
+    refused(
+        capsys,
+        smoke(f"data.path={data}", "data.val_fraction=0.99"),
+        results,
+        "data.val_fraction",
+        "no training step",
+    )
     huge = write_csv(tmp_path / "h.csv", {"a": [1e308] * 40})
     refused(capsys, smoke(f"data.path={huge}"), results, "h.csv", "<= 1e+15")
 
@@ -211,8 +245,18 @@ def test_search_relative_data_path_is_made_absolute_once(tmp_path, monkeypatch):
     # and recorded absolute in the plan (and so in study.yaml): trials run in other folders.
     data = write_csv(tmp_path / "rel.csv", {"a": list(np.linspace(10, 20, 400))})
     monkeypatch.chdir(tmp_path)
-    args = search_mod.parse_args(["--space", str(SMOKE), "--smoke", "--name", "rp",
-                                  "--results-dir", str(tmp_path / "results"), "data.path=rel.csv"])
+    args = search_mod.parse_args(
+        [
+            "--space",
+            str(SMOKE),
+            "--smoke",
+            "--name",
+            "rp",
+            "--results-dir",
+            str(tmp_path / "results"),
+            "data.path=rel.csv",
+        ]
+    )
     try:
         plan = study_mod.plan(search_mod.options(args))
     finally:
@@ -229,15 +273,15 @@ def test_search_relative_data_path_is_made_absolute_once(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", ["x" * 300, "a b", "-dash", ".hidden", "tab\tname"])
 def test_search_refuses_study_names_filesystems_do_not_take(tmp_path, capsys, name):
     # Rule: names are at most 100 characters of a safe set (no OSError from the filesystem).
-    refused(capsys, ["--space", str(SMOKE), "--smoke", "--name", name], tmp_path / "results",
-            "name")
+    refused(capsys, ["--space", str(SMOKE), "--smoke", "--name", name], tmp_path / "results", "name")
 
 
 @pytest.mark.parametrize("name", ["2024", "yes", "null", "1e3"])
 def test_search_name_that_looks_like_yaml_is_a_string(tmp_path, name):
     # Rule: --name is taken as text, never parsed as YAML (2024 is not an int, null not None).
-    args = search_mod.parse_args(["--space", str(SMOKE), "--smoke", "--name", name,
-                                  "--results-dir", str(tmp_path)])
+    args = search_mod.parse_args(
+        ["--space", str(SMOKE), "--smoke", "--name", name, "--results-dir", str(tmp_path)]
+    )
     try:
         plan = study_mod.plan(search_mod.options(args))
     finally:
@@ -252,8 +296,9 @@ def test_data_wide_csv_with_many_columns_loads_every_series(tmp_path):
     from tuner.core.data import load_prices
 
     n = 20_000
-    frame = pd.DataFrame(np.arange(1, 5, dtype=float)[:, None] + np.arange(n)[None, :],
-                         columns=[f"s{i}" for i in range(n)])
+    frame = pd.DataFrame(
+        np.arange(1, 5, dtype=float)[:, None] + np.arange(n)[None, :], columns=[f"s{i}" for i in range(n)]
+    )
     frame.iloc[3, 7] = np.nan  # a shorter series
     frame.to_csv(tmp_path / "wide.csv", index=False)
     series = load_prices(tmp_path / "wide.csv", min_length=3)
@@ -267,7 +312,8 @@ def test_data_parquet_numeric_text_column_is_one_line(tmp_path):
     from tuner.core.data import load_prices
 
     pd.DataFrame({"p": pd.Series(["1.5", "2.5", "3.5", "4.5"], dtype="string")}).to_parquet(
-        tmp_path / "s.parquet")
+        tmp_path / "s.parquet"
+    )
     with pytest.raises(config_mod.ConfigError, match="numbers stored as text"):
         load_prices(tmp_path / "s.parquet")
 
@@ -279,9 +325,17 @@ def _fake_study(results: Path, name: str, finished: bool, raw: dict | None = Non
     """A study folder as a search leaves it (state, study.yaml, a table), without running one."""
     study = results / name
     study.mkdir(parents=True)
-    state = {"experiments": [{"name": "search", "num_samples": 4, "seed": 0,
-                              "finished": finished, "why": "all 4 trials ran" if finished
-                              else ""}]}
+    state = {
+        "experiments": [
+            {
+                "name": "search",
+                "num_samples": 4,
+                "seed": 0,
+                "finished": finished,
+                "why": "all 4 trials ran" if finished else "",
+            }
+        ]
+    }
     (study / "study_state.json").write_text(json.dumps(state))
     (study / "trials.csv").write_text("trial_id,status\na,completed\n")
     if raw is not None:
@@ -290,8 +344,9 @@ def _fake_study(results: Path, name: str, finished: bool, raw: dict | None = Non
 
 
 def _smoke_raw(tmp_path: Path, name: str) -> dict:
-    args = search_mod.parse_args(["--space", str(SMOKE), "--smoke", "--name", name,
-                                  "--results-dir", str(tmp_path / "probe")])
+    args = search_mod.parse_args(
+        ["--space", str(SMOKE), "--smoke", "--name", name, "--results-dir", str(tmp_path / "probe")]
+    )
     try:
         return study_mod.plan(search_mod.options(args)).spec.raw
     finally:
@@ -314,8 +369,9 @@ def test_study_folder_with_tables_but_no_state_is_never_overwritten(tmp_path, ca
     refused(capsys, smoke(), results, "no study_state.json", "trials.csv")
 
 
-@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"experiments": [{"name": "x"}]}',
-                                  '{"experiments": 3}', ""])
+@pytest.mark.parametrize(
+    "text", ["{not json", "[1, 2]", '{"experiments": [{"name": "x"}]}', '{"experiments": 3}', ""]
+)
 @pytest.mark.parametrize("flag", [[], ["--resume"], ["--extend", "2"]])
 def test_study_corrupt_state_file_is_one_line(tmp_path, capsys, text, flag):
     # Rule: a corrupt study_state.json (bad JSON, a list, missing keys) is one line, exit 2,
@@ -330,8 +386,14 @@ def test_extend_with_a_different_space_is_refused_naming_what_differs(tmp_path, 
     # Rule: --extend continues the study as it was; a changed setting is named, not mixed in.
     results = tmp_path / "results"
     _fake_study(results, "t", finished=True, raw=_smoke_raw(tmp_path, "t"))
-    refused(capsys, [*smoke("train.max_epochs=2", "model.lstm_units=9"), "--extend", "2"],
-            results, "differ", "train.max_epochs", "model.lstm_units")
+    refused(
+        capsys,
+        [*smoke("train.max_epochs=2", "model.lstm_units=9"), "--extend", "2"],
+        results,
+        "differ",
+        "train.max_epochs",
+        "model.lstm_units",
+    )
 
 
 def test_extend_on_an_interrupted_study_says_resume_first(tmp_path, capsys):
@@ -357,8 +419,7 @@ class _Payload:
         return (Path.touch, (Path(self.marker),))
 
 
-@pytest.mark.parametrize("how", ["group_writable_pickle", "other_writable_folder",
-                                 "foreign_owner"])
+@pytest.mark.parametrize("how", ["group_writable_pickle", "other_writable_folder", "foreign_owner"])
 def test_resume_refuses_pickles_others_could_have_written(tmp_path, capsys, how):
     # Rule (OpenSSH StrictModes): before --resume unpickles tuner.pkl and the searcher state,
     # the study folder and every pickle must be the user's and writable by nobody else; else
@@ -417,20 +478,39 @@ def silent_port():
     server.close()
 
 
-@pytest.mark.parametrize("where,fragment", [("nothing", "nothing accepts connections"),
-                                            ("silent", "does not answer like a Ray head")])
-def test_search_address_that_is_no_ray_head_fails_fast_with_one_line(tmp_path, silent_port,
-                                                                     where, fragment):
+@pytest.mark.parametrize(
+    "where,fragment",
+    [("nothing", "nothing accepts connections"), ("silent", "does not answer like a Ray head")],
+)
+def test_search_address_that_is_no_ray_head_fails_fast_with_one_line(tmp_path, silent_port, where, fragment):
     # Rule: --address where nothing listens, or where something that is not a Ray head
     # listens, is one line and exit 2 within a bounded time (a 5-s probe), not a hang; no
     # study folder is left.
     results = tmp_path / "results"
     address = "127.0.0.1:1" if where == "nothing" else f"127.0.0.1:{silent_port}"
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "tuner.search", "--space", str(SMOKE), "--smoke",
-                           "--name", "ad", "--results-dir", str(results), "--address",
-                           address], cwd=ROOT, capture_output=True, text=True, timeout=90,
-                          env={**os.environ, "RAY_ADDRESS": ""}, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tuner.search",
+            "--space",
+            str(SMOKE),
+            "--smoke",
+            "--name",
+            "ad",
+            "--results-dir",
+            str(results),
+            "--address",
+            address,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "RAY_ADDRESS": ""},
+        check=False,
+    )
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and address in lines[0] and fragment in lines[0], proc.stderr

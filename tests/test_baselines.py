@@ -33,8 +33,7 @@ def _lstsq_ridge(x, y, alpha):
     penalty on the intercept column)."""
     p = x.shape[1]
     pen = np.sqrt(alpha) * np.eye(p)[:-1]
-    return np.linalg.lstsq(np.vstack([x, pen]), np.vstack([y, np.zeros((p - 1, y.shape[1]))]),
-                           rcond=None)[0]
+    return np.linalg.lstsq(np.vstack([x, pen]), np.vstack([y, np.zeros((p - 1, y.shape[1]))]), rcond=None)[0]
 
 
 @pytest.mark.parametrize("alpha", [0.0, 3.0, 500.0])
@@ -45,8 +44,7 @@ def test_baselines_ridge_solve_equals_direct_lstsq(alpha):
     m, rest = bl.moments(d.train)
     assert rest.rows == 0 and m.rows == d.train.n_real
     x, y = _design(d.train)
-    np.testing.assert_allclose(bl.ridge_solve(m, alpha), _lstsq_ridge(x, y, alpha),
-                               rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(bl.ridge_solve(m, alpha), _lstsq_ridge(x, y, alpha), rtol=1e-6, atol=1e-8)
 
 
 def test_baselines_losses_equal_direct_fit_predictions():
@@ -59,9 +57,9 @@ def test_baselines_losses_equal_direct_fit_predictions():
     xv, yv = _design(d.val)
     assert out["ridge"]["train"] == pytest.approx(np.mean((x @ w - y) ** 2), rel=1e-6)
     assert out["ridge"]["val"] == pytest.approx(np.mean((xv @ w - yv) ** 2), rel=1e-6)
-    assert out["zero"]["train"] == pytest.approx(np.mean(y ** 2), rel=1e-6)
+    assert out["zero"]["train"] == pytest.approx(np.mean(y**2), rel=1e-6)
     assert out["zero"]["train"] == pytest.approx(1.0, rel=1e-5)  # standardised targets
-    assert out["zero"]["val"] == pytest.approx(np.mean(yv ** 2), rel=1e-6)
+    assert out["zero"]["val"] == pytest.approx(np.mean(yv**2), rel=1e-6)
     assert out["ridge"]["train"] < out["zero"]["train"]
 
 
@@ -111,10 +109,25 @@ def test_baselines_cli_on_user_csv(tmp_path):
     frame.to_csv(path, index=False)
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
-        [sys.executable, "-m", "tuner.train", "--epochs", "2", "--out", str(tmp_path / "run"),
-         f"data.path={path}", "data.val_fraction=0.2", "data.window=8", "model.dense_units=4",
-         "model.lstm_units=4", "train.threads=1"],
-        capture_output=True, text=True, cwd=str(root))
+        [
+            sys.executable,
+            "-m",
+            "tuner.train",
+            "--epochs",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+            f"data.path={path}",
+            "data.val_fraction=0.2",
+            "data.window=8",
+            "model.dense_units=4",
+            "model.lstm_units=4",
+            "train.threads=1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=str(root),
+    )
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "split: 2 training series, 238 training steps; held out: 60 steps" in out

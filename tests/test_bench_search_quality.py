@@ -21,13 +21,24 @@ def test_bench_search_quality_quick_writes_table_curves_and_clock(tmp_path):
     # writes one summary row per strategy (a skipped strategy says why), one run row per
     # strategy and seed, both plots, the ASHA clock table and the goal line.
     out = tmp_path / "sq"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_search_quality.py"),
-                           "--quick", "--repeats", "1", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_search_quality.py"),
+            "--quick",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     summary = pd.read_csv(out / "summary.csv")
-    assert list(summary["strategy"]) == ["(a) grid", "(b) random+ASHA", "(c) TPE+ASHA",
-                                         "(d) TPE+ASHA+warm"]
+    assert list(summary["strategy"]) == ["(a) grid", "(b) random+ASHA", "(c) TPE+ASHA", "(d) TPE+ASHA+warm"]
     ran = summary[summary["repeats"] > 0]
     assert {"(a) grid", "(b) random+ASHA", "(c) TPE+ASHA"} <= set(ran["strategy"])
     for col in ("reached", "to_target", "best_at_1/10", "best_at_1/3", "best_at_all", "trials", "wall_s"):

@@ -49,15 +49,17 @@ def test_console_script_dispatches_and_refuses_unknown_commands():
 @pytest.mark.parametrize("command", ["search", "train", "report", "keys"])
 def test_every_command_help_shows_examples(command):
     # Rule: --help of every command shows at least two examples.
-    out = subprocess.run([sys.executable, "-m", f"tuner.{command}", "--help"],
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", f"tuner.{command}", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    assert "example" in out.stdout.lower() and out.stdout.lower().count(f"tuner") >= 2
+    assert "example" in out.stdout.lower() and out.stdout.lower().count("tuner") >= 2
 
 
 def test_train_smoke_test_alias_runs_the_tiny_config(tmp_path):
     # Rule: `--smoke-test` (Ray's examples' spelling) is `--smoke`: tiny data, 3 epochs.
-    out = subprocess.run([sys.executable, "-m", "tuner.train", "--smoke-test", "--out", str(tmp_path)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "tuner.train", "--smoke-test", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert len((tmp_path / "epochs.csv").read_text().strip().splitlines()) == 1 + 3

@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
-from tuner.core.clipping import (ClipStat, Clipper, EpochClipStats, make_clipper, mean_std,
-                            percentile)
+from tuner.core.clipping import ClipStat, Clipper, EpochClipStats, make_clipper, mean_std, percentile
 from tuner.core.config import ClipConfig
 
 
-def params_with_grads(*grads: list[float] | torch.Tensor,
-                      dtype: torch.dtype = torch.float64) -> list[torch.nn.Parameter]:
+def params_with_grads(
+    *grads: list[float] | torch.Tensor, dtype: torch.dtype = torch.float64
+) -> list[torch.nn.Parameter]:
     """Parameters whose .grad are the given values (one tensor each)."""
     out = []
     for g in grads:

@@ -67,8 +67,12 @@ def test_generate_source_code_matches_literal_formula() -> None:
         for t in range(50):
             if t > 0:
                 theta += 0.01 * walk[s, t - 1]
-            expected[s, t] = (-abs(math.cos(theta)) * math.sin(0.0002 * t)
-                              + abs(math.sin(theta)) * math.sin(0.0002 * t) + 100 + 0.01 * z[s, t])
+            expected[s, t] = (
+                -abs(math.cos(theta)) * math.sin(0.0002 * t)
+                + abs(math.sin(theta)) * math.sin(0.0002 * t)
+                + 100
+                + 0.01 * z[s, t]
+            )
     np.testing.assert_allclose(data.generate(cfg), expected, rtol=0, atol=1e-10)
     assert data.preset_constants(cfg) == (0.0002, 0.0002, 0.01, -1.0)
 
@@ -123,8 +127,11 @@ def test_q_targets_satisfy_transition_cost_form(flat: bool) -> None:
     pos = data.positions(flat)
     for t in range(len(p) - 1):
         for a in range(len(pos)):
-            cont = 0.0 if t == len(p) - 2 else max(
-                q[t + 1, b] - cost * abs(pos[b] - pos[a]) for b in range(len(pos)))
+            cont = (
+                0.0
+                if t == len(p) - 2
+                else max(q[t + 1, b] - cost * abs(pos[b] - pos[a]) for b in range(len(pos)))
+            )
             assert q[t, a] == pytest.approx(pos[a] * (p[t + 1] - p[t]) + gamma * cont)
 
 
@@ -197,7 +204,11 @@ def test_prepare_standardisation_uses_training_data_only() -> None:
         p[-5:] *= 1.5
     a, b = data.prepare_from(series, cfg), data.prepare_from(changed, cfg)
     assert (a.diff_mean, a.diff_std, a.target_mean, a.target_std) == (
-        b.diff_mean, b.diff_std, b.target_mean, b.target_std)
+        b.diff_mean,
+        b.diff_std,
+        b.target_mean,
+        b.target_std,
+    )
     torch.testing.assert_close(a.train.targets, b.train.targets)
     torch.testing.assert_close(a.train.diffs, b.train.diffs)
 
@@ -237,31 +248,38 @@ def test_prepare_without_holdout_has_no_val() -> None:
     assert prep.val is None and prep.val_warmup == 0
 
 
-@pytest.mark.parametrize("kw,expected", [
-    ({}, (3, 3 * 399, 0, 0, 0, False)),
-    ({"val_fraction": 0.25}, (3, 3 * 299, 3, 3 * 100, 0, True)),
-    ({"val_series": 1}, (2, 2 * 399, 1, 399, 1, False)),
-    ({"val_fraction": 0.25, "val_series": 1}, (2, 2 * 299, 3, 2 * 100 + 399, 1, True)),
-])
+@pytest.mark.parametrize(
+    "kw,expected",
+    [
+        ({}, (3, 3 * 399, 0, 0, 0, False)),
+        ({"val_fraction": 0.25}, (3, 3 * 299, 3, 3 * 100, 0, True)),
+        ({"val_series": 1}, (2, 2 * 399, 1, 399, 1, False)),
+        ({"val_fraction": 0.25, "val_series": 1}, (2, 2 * 299, 3, 2 * 100 + 399, 1, True)),
+    ],
+)
 def test_prepare_split_counts_loss_steps(kw: dict, expected: tuple) -> None:
     # Rule: split() states the series and loss-counted steps of each part, and val_covers_train
     # is set exactly when the first validation rows are the training rows uncut (a tail).
     prep = data.prepare(small_cfg(**kw))
     s = prep.split()
-    assert (s["train_series"], s["train_steps"], s["val_series"], s["val_steps"],
-            s["val_whole_series"], prep.val_covers_train) == expected
+    assert (
+        s["train_series"],
+        s["train_steps"],
+        s["val_series"],
+        s["val_steps"],
+        s["val_whole_series"],
+        prep.val_covers_train,
+    ) == expected
 
 
 def test_data_constants_state_the_preset_periods_and_noise() -> None:
     # Rule: the constants a report prints are the generator's own: two-modes periods 50 and 230
     # steps and noise 0.1, overrides included; a file is named by its path.
     c = data.data_constants(small_cfg())
-    assert (c["preset"], c["period_a"], c["period_b"], c["noise_std"]) == (
-        "two-modes", 50.0, 230.0, 0.1)
+    assert (c["preset"], c["period_a"], c["period_b"], c["noise_std"]) == ("two-modes", 50.0, 230.0, 0.1)
     c = data.data_constants(small_cfg(freq_a=2 * math.pi / 1000, noise_std=0.2))
     assert (c["period_a"], c["period_b"], c["noise_std"]) == (1000.0, 230.0, 0.2)
-    assert data.data_constants(small_cfg(path="prices.csv")) == {"source": "file",
-                                                                  "path": "prices.csv"}
+    assert data.data_constants(small_cfg(path="prices.csv")) == {"source": "file", "path": "prices.csv"}
 
 
 def test_prepare_constant_prices_do_not_divide_by_zero() -> None:

@@ -27,7 +27,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 import pandas as pd
 import pytest
@@ -54,8 +55,15 @@ BASE: dict[str, Any] = {
     "data": {"preset": "two-modes", "n_series": 4, "length": 300, "window": 16, "seed": 0},
     "model": {"dense_units": 8, "lstm_units": 8, "noise_std": 0.1},
     "train": {"max_epochs": 4, "threads": 1, "optimizer": "adam", "lr": 0.01},
-    "search": {"algorithm": "random", "num_samples": 1, "scheduler": {"type": "fifo"},
-               "max_concurrent": 1, "checkpoint_every": 1, "max_failures": 0, "seed": 0},
+    "search": {
+        "algorithm": "random",
+        "num_samples": 1,
+        "scheduler": {"type": "fifo"},
+        "max_concurrent": 1,
+        "checkpoint_every": 1,
+        "max_failures": 0,
+        "seed": 0,
+    },
     "resources": {"cpu": 1, "gpu": 0},
 }
 
@@ -72,8 +80,18 @@ def write_space(folder: Path, name: str, space: dict[str, Any], **sections: dict
 
 
 def search_cmd(space: Path, results: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "tuner.search", "--space", str(space), "--results-dir",
-            str(results), "--no-dashboard", "--no-report", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "tuner.search",
+        "--space",
+        str(space),
+        "--results-dir",
+        str(results),
+        "--no-dashboard",
+        "--no-report",
+        *extra,
+    ]
 
 
 MARKER = "TUNER_FAULT_TEST"
@@ -97,9 +115,15 @@ def start(cmd: list[str], log: Path, **env: str) -> subprocess.Popen:
     """A subprocess with its own marker (`proc.marker`), output appended to `log`."""
     marker = new_marker()
     with log.open("ab") as fh:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=_env(**env, **{MARKER: marker}),
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_env(**env, **{MARKER: marker}),
+            start_new_session=True,
+        )
     proc.marker = marker
     return proc
 
@@ -117,8 +141,14 @@ def tail(log: Path, n: int = 60) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else ""
 
 
-def poll(predicate: Callable[[], Any], timeout: float, what: str,
-         proc: subprocess.Popen | None = None, log: Path | None = None, every: float = 0.05):
+def poll(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen | None = None,
+    log: Path | None = None,
+    every: float = 0.05,
+):
     """Call `predicate` until it returns something truthy (returned) or `timeout` passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -126,8 +156,7 @@ def poll(predicate: Callable[[], Any], timeout: float, what: str,
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            pytest.fail(f"process ended (rc {proc.returncode}) before {what}:\n"
-                        f"{tail(log) if log else ''}")
+            pytest.fail(f"process ended (rc {proc.returncode}) before {what}:\n{tail(log) if log else ''}")
         time.sleep(every)
     if proc is not None:
         kill_all(proc)
@@ -232,14 +261,18 @@ def test_trial_process_sigkilled_mid_trial_resumes_from_checkpoint(tmp_path):
     # those of an uninterrupted run (the checkpoint restores weights, optimizer, schedule, RNG).
     max_epochs = 25
     space = write_space(
-        tmp_path, "killtrial", {"train.optimizer": {"choice": ["adam"]}},
+        tmp_path,
+        "killtrial",
+        {"train.optimizer": {"choice": ["adam"]}},
         data={"length": 3000},
         train={"max_epochs": max_epochs, "schedule": {"chunks": [100]}},
-        search={"max_failures": 2, "checkpoint_every": 1})
+        search={"max_failures": 2, "checkpoint_every": 1},
+    )
     results, log = tmp_path / "results", tmp_path / "search.log"
     study = results / "killtrial"
     proc = start(search_cmd(space, results), log)
     try:
+
         def epoch3_pid():
             for rows in trial_results(study).values():
                 if rows and rows[-1].get("epoch", 0) >= 3 and not rows[-1].get("finished"):
@@ -281,23 +314,29 @@ def test_driver_sigkilled_then_resume_keeps_finished_trials(tmp_path):
     # each (trial, epoch) once; nothing of the killed driver's Ray is left running.
     max_epochs = 16
     space = write_space(
-        tmp_path, "killdriver", {"train.seed": {"grid": [0, 1, 2]}},
+        tmp_path,
+        "killdriver",
+        {"train.seed": {"grid": [0, 1, 2]}},
         data={"length": 3000},
         train={"max_epochs": max_epochs, "schedule": {"chunks": [100]}},
-        search={"algorithm": "grid", "num_samples": 1, "checkpoint_every": 1})
+        search={"algorithm": "grid", "num_samples": 1, "checkpoint_every": 1},
+    )
     results, log = tmp_path / "results", tmp_path / "search.log"
     study = results / "killdriver"
     proc = start(search_cmd(space, results), log)
     try:
+
         def one_finished_one_running():
             runs = trial_results(study)
             done = {k for k, rows in runs.items() if rows and rows[-1].get("finished")}
-            running = {k for k, rows in runs.items()
-                       if rows and not rows[-1].get("finished") and rows[-1]["epoch"] >= 2}
+            running = {
+                k
+                for k, rows in runs.items()
+                if rows and not rows[-1].get("finished") and rows[-1]["epoch"] >= 2
+            }
             return (done, runs) if done and running else None
 
-        done, _ = poll(one_finished_one_running, 240, "trial 1 done, trial 2 at epoch 2",
-                       proc, log)
+        done, _ = poll(one_finished_one_running, 240, "trial 1 done, trial 2 at epoch 2", proc, log)
         before = trial_results(study)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -338,14 +377,14 @@ def test_driver_sigkilled_before_tune_started_then_resume_runs_the_search(tmp_pa
     # before Tune created it (Ray still starting): a crash, an OOM kill or a Ctrl-\ there.
     # Rule: `--resume` then runs the experiment (exit 0, its trial completed), as the error
     # message of a plain rerun ("already exists; allowed: --resume") tells the user to do.
-    space = write_space(tmp_path, "earlykill", {"train.optimizer": {"choice": ["adam"]}},
-                        train={"max_epochs": 2})
+    space = write_space(
+        tmp_path, "earlykill", {"train.optimizer": {"choice": ["adam"]}}, train={"max_epochs": 2}
+    )
     results, log = tmp_path / "results", tmp_path / "search.log"
     study = results / "earlykill"
     proc = start(search_cmd(space, results), log)
     try:
-        poll(lambda: (study / "study_state.json").exists(), 120, "study_state.json", proc, log,
-             every=0.01)
+        poll(lambda: (study / "study_state.json").exists(), 120, "study_state.json", proc, log, every=0.01)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -368,8 +407,7 @@ def _versions_csv(n_versions: int = 3) -> list[str]:
     out = []
     for v in range(n_versions):
         rows = 40_000 + 15_000 * v
-        frame = pd.DataFrame({"version": v, "row": range(rows), "loss": 0.5,
-                              "trial_id": "abcdef_00000"})
+        frame = pd.DataFrame({"version": v, "row": range(rows), "loss": 0.5, "trial_id": "abcdef_00000"})
         out.append(frame.to_csv(index=False))
     return out
 
@@ -450,16 +488,28 @@ def mixed_study(tmp_path_factory, ray_session):
     completes; diverge: SGD at lr 1e12, whose end-of-epoch loss goes to inf at epoch 2 of 4."""
     tmp = tmp_path_factory.mktemp("mixed")
     csv = tmp / "prices.csv"
-    pd.DataFrame({"a": [100.0 + (i % 7) for i in range(300)],
-                  "b": [50.0 + (i % 5) for i in range(300)]}).to_csv(csv, index=False)
-    cases = {"choice": [
-        {"name": "file", "data.path": str(csv)},
-        {"name": "gen"},
-        {"name": "diverge", "train.optimizer": "sgd", "train.lr": 1.0e12},
-    ]}
-    space = write_space(tmp, "mixed", {"case": cases},
-                        search={"algorithm": "optuna", "sampler": "random", "seed": MIXED_SEED,
-                                "num_samples": 3, "max_concurrent": 2})
+    pd.DataFrame(
+        {"a": [100.0 + (i % 7) for i in range(300)], "b": [50.0 + (i % 5) for i in range(300)]}
+    ).to_csv(csv, index=False)
+    cases = {
+        "choice": [
+            {"name": "file", "data.path": str(csv)},
+            {"name": "gen"},
+            {"name": "diverge", "train.optimizer": "sgd", "train.lr": 1.0e12},
+        ]
+    }
+    space = write_space(
+        tmp,
+        "mixed",
+        {"case": cases},
+        search={
+            "algorithm": "optuna",
+            "sampler": "random",
+            "seed": MIXED_SEED,
+            "num_samples": 3,
+            "max_concurrent": 2,
+        },
+    )
     results = tmp / "results"
     real_check = cluster_mod.check_resources
 
@@ -469,8 +519,9 @@ def mixed_study(tmp_path_factory, ray_session):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cluster_mod, "check_resources", check_then_delete)
-        rc = search_mod.main(["--space", str(space), "--results-dir", str(results),
-                              "--no-dashboard", "--no-report"])
+        rc = search_mod.main(
+            ["--space", str(space), "--results-dir", str(results), "--no-dashboard", "--no-report"]
+        )
     assert not csv.exists()
     study = results / "mixed"
     trials, epochs = results_mod.load_tables(study)
@@ -480,7 +531,8 @@ def mixed_study(tmp_path_factory, ray_session):
 def _by_case(trials: pd.DataFrame) -> dict[str, dict]:
     rows = {r["case"]: r for r in trials.to_dict("records")}
     assert sorted(rows) == sorted(MIXED_CASES), (
-        f"Optuna drew cases {trials['case'].tolist()}: choose another MIXED_SEED")
+        f"Optuna drew cases {trials['case'].tolist()}: choose another MIXED_SEED"
+    )
     return rows
 
 
@@ -516,7 +568,9 @@ def test_diverged_trial_is_inf_in_the_table_and_complete_in_optuna(mixed_study):
     assert div["status"] == "diverged" and div["diverged_epoch"] == 2
     assert div["objective"] == math.inf and div["epochs"] == 2
     mine = epochs[epochs["trial_id"] == div["trial_id"]]
-    assert mine["train_loss"].tolist()[-1] == math.inf and mine["train_loss"].iloc[:-1].map(math.isfinite).all()
+    assert (
+        mine["train_loss"].tolist()[-1] == math.inf and mine["train_loss"].iloc[:-1].map(math.isfinite).all()
+    )
     assert trials["objective"].tolist()[0] != math.inf  # ranked best first, inf never first
 
     loaded = optuna.load_study(study_name="mixed", storage=f"sqlite:///{study / 'optuna.db'}")
@@ -553,8 +607,9 @@ def test_results_dir_not_writable_fails_fast_with_one_line(tmp_path, how):
     results = _unwritable(tmp_path, how)
     space = write_space(tmp_path, "nowrite", {"train.optimizer": {"choice": ["adam"]}})
     started = time.monotonic()
-    proc = subprocess.run(search_cmd(space, results), cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        search_cmd(space, results), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120
+    )
     elapsed = time.monotonic() - started
     try:
         assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -570,10 +625,15 @@ def test_results_dir_not_writable_fails_fast_with_one_line(tmp_path, how):
 
 
 def _old_tables(study: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    trials = pd.DataFrame({"trial_id": ["a", "b"], "experiment": "search",
-                           "status": ["completed", "running"], "objective": [0.5, 0.7]})
-    epochs = pd.DataFrame({"trial_id": ["a", "a", "b"], "epoch": [1, 2, 1],
-                           "loss": [0.9, 0.5, 0.7]})
+    trials = pd.DataFrame(
+        {
+            "trial_id": ["a", "b"],
+            "experiment": "search",
+            "status": ["completed", "running"],
+            "objective": [0.5, 0.7],
+        }
+    )
+    epochs = pd.DataFrame({"trial_id": ["a", "a", "b"], "epoch": [1, 2, 1], "loss": [0.9, 0.5, 0.7]})
     write_tables(study, trials, epochs)
     return trials, epochs
 
@@ -621,8 +681,9 @@ def test_disk_full_during_a_table_write_keeps_the_old_tables(tmp_path, monkeypat
     before = {p.name: p.read_bytes() for p in study.iterdir()}
     real_fdopen = os.fdopen
     if fail_in in ("write", "flush"):
-        monkeypatch.setattr(atomic_mod.os, "fdopen",
-                            lambda fd, *a, **k: _FillingFile(real_fdopen(fd, *a, **k), fail_in))
+        monkeypatch.setattr(
+            atomic_mod.os, "fdopen", lambda fd, *a, **k: _FillingFile(real_fdopen(fd, *a, **k), fail_in)
+        )
     elif fail_in == "fsync":
         monkeypatch.setattr(atomic_mod.os, "fsync", _enospc)
     else:
@@ -637,17 +698,21 @@ def test_disk_full_during_a_table_write_keeps_the_old_tables(tmp_path, monkeypat
     assert trials["trial_id"].tolist() == ["a", "b"] and len(epochs) == 3
 
 
-
 @pytest.mark.ray
-def test_disk_full_while_a_search_runs_warns_and_the_search_goes_on(ray_session, tmp_path,
-                                                                   monkeypatch, capsys):
+def test_disk_full_while_a_search_runs_warns_and_the_search_goes_on(
+    ray_session, tmp_path, monkeypatch, capsys
+):
     # Fault: the disk is full (ENOSPC on the rename) for the first two rewrites of the live
     # tables during a search of 2 trials.
     # Rule: the search is not lost: a warning, exit 0, and the final tables whole (both trials
     # completed, each epoch once), no temporary file left in the study folder.
-    space = write_space(tmp_path, "diskfull", {"train.seed": {"grid": [0, 1]}},
-                        train={"max_epochs": 3},
-                        search={"algorithm": "grid", "max_concurrent": 2})
+    space = write_space(
+        tmp_path,
+        "diskfull",
+        {"train.seed": {"grid": [0, 1]}},
+        train={"max_epochs": 3},
+        search={"algorithm": "grid", "max_concurrent": 2},
+    )
     results = tmp_path / "results"
     real_replace = os.replace
     failed = []
@@ -660,8 +725,9 @@ def test_disk_full_while_a_search_runs_warns_and_the_search_goes_on(ray_session,
 
     monkeypatch.setattr(atomic_mod.os, "replace", replace)
     capsys.readouterr()
-    rc = search_mod.main(["--space", str(space), "--results-dir", str(results),
-                          "--no-dashboard", "--no-report"])
+    rc = search_mod.main(
+        ["--space", str(space), "--results-dir", str(results), "--no-dashboard", "--no-report"]
+    )
     err = capsys.readouterr().err
     monkeypatch.undo()
     assert rc == 0
@@ -692,9 +758,15 @@ def _free_ports(n: int) -> list[int]:
 
 def _ray_start(args: list[str], env: dict[str, str], log: Path) -> None:
     with log.open("ab") as fh:
-        proc = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "start", *args],
-                              env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=180,
-                              stdin=subprocess.DEVNULL, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-m", "ray.scripts.scripts", "start", *args],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            timeout=180,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
     assert proc.returncode == 0, tail(log)
 
 
@@ -709,11 +781,13 @@ def test_cluster_join_runs_trials_on_both_nodes_and_survives_a_node_death(tmp_pa
     # completed, each (trial, epoch) once.
     max_epochs = 20
     space = write_space(
-        tmp_path, "nodedies", {"train.seed": {"grid": [0, 1]}},
+        tmp_path,
+        "nodedies",
+        {"train.seed": {"grid": [0, 1]}},
         data={"length": 3000},
         train={"max_epochs": max_epochs, "schedule": {"chunks": [100]}},
-        search={"algorithm": "grid", "max_concurrent": 2, "max_failures": 2,
-                "checkpoint_every": 1})
+        search={"algorithm": "grid", "max_concurrent": 2, "max_failures": 2, "checkpoint_every": 1},
+    )
     results, log = (tmp_path / "results").resolve(), tmp_path / "cluster.log"
     study = results / "nodedies"
     # Short: Unix socket paths under it must stay below 108 characters.
@@ -723,37 +797,82 @@ def test_cluster_join_runs_trials_on_both_nodes_and_survives_a_node_death(tmp_pa
     env = _env(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     port, *p = _free_ports(8)
     address = f"127.0.0.1:{port}"
-    common = ["--num-cpus", "1", "--temp-dir", temp_dir, "--node-ip-address", "127.0.0.1",
-              "--disable-usage-stats"]
+    common = [
+        "--num-cpus",
+        "1",
+        "--temp-dir",
+        temp_dir,
+        "--node-ip-address",
+        "127.0.0.1",
+        "--disable-usage-stats",
+    ]
     proc = None
     try:
-        _ray_start(["--head", "--port", str(port), "--include-dashboard=false",
-                    "--dashboard-agent-listen-port", str(p[0]), "--dashboard-agent-grpc-port",
-                    str(p[1]), "--metrics-export-port", str(p[2]),
-                    "--ray-client-server-port", str(p[3]), *common], {**env, MARKER: head}, log)
-        _ray_start(["--address", address, "--dashboard-agent-listen-port", str(p[4]),
-                    "--dashboard-agent-grpc-port", str(p[5]), "--metrics-export-port",
-                    str(p[6]), *common], {**env, MARKER: worker}, log)
+        _ray_start(
+            [
+                "--head",
+                "--port",
+                str(port),
+                "--include-dashboard=false",
+                "--dashboard-agent-listen-port",
+                str(p[0]),
+                "--dashboard-agent-grpc-port",
+                str(p[1]),
+                "--metrics-export-port",
+                str(p[2]),
+                "--ray-client-server-port",
+                str(p[3]),
+                *common,
+            ],
+            {**env, MARKER: head},
+            log,
+        )
+        _ray_start(
+            [
+                "--address",
+                address,
+                "--dashboard-agent-listen-port",
+                str(p[4]),
+                "--dashboard-agent-grpc-port",
+                str(p[5]),
+                "--metrics-export-port",
+                str(p[6]),
+                *common,
+            ],
+            {**env, MARKER: worker},
+            log,
+        )
         assert [q.name() for q in marked(worker)].count("raylet") == 1
 
-        proc = start(search_cmd(space, results, "--address", address), log,
-                     RAY_AUTH_MODE="disabled")
+        proc = start(search_cmd(space, results, "--address", address), log, RAY_AUTH_MODE="disabled")
 
         def trial_on_worker():
             on_worker = {q.pid for q in marked(worker)}
             for name, rows in trial_results(study).items():
-                if rows and rows[-1]["pid"] in on_worker and rows[-1]["epoch"] >= 2 \
-                        and not rows[-1].get("finished"):
+                if (
+                    rows
+                    and rows[-1]["pid"] in on_worker
+                    and rows[-1]["epoch"] >= 2
+                    and not rows[-1].get("finished")
+                ):
                     return name
             return None
 
-        lost = poll(trial_on_worker, 240, "a trial running on the worker node", proc, log,
-                    every=0.2)
+        lost = poll(trial_on_worker, 240, "a trial running on the worker node", proc, log, every=0.2)
         # Joined with --address, the search runs trials on both nodes at once.
         head_pids = {q.pid for q in marked(head)}
-        poll(lambda: any(rows and rows[-1]["pid"] in head_pids
-                         for name, rows in trial_results(study).items() if name != lost),
-             120, "the other trial running on the head node", proc, log, every=0.2)
+        poll(
+            lambda: any(
+                rows and rows[-1]["pid"] in head_pids
+                for name, rows in trial_results(study).items()
+                if name != lost
+            ),
+            120,
+            "the other trial running on the head node",
+            proc,
+            log,
+            every=0.2,
+        )
         victims = marked(worker)
         lost_pids = {q.pid for q in victims}
         kill_procs(victims)
@@ -777,12 +896,11 @@ def test_cluster_join_runs_trials_on_both_nodes_and_survives_a_node_death(tmp_pa
         assert_each_epoch_once(epochs, trial_id, max_epochs)
 
 
-# ================================================================ issue 11: a second search, Ctrl-C, a moved study
+# ======================================================= issue 11: a second search, Ctrl-C, a moved study
 
 
 @pytest.mark.ray
-def test_second_search_refused_then_ctrl_c_exits_130_and_a_moved_study_resumes(
-        tmp_path, capsys, ray_session):
+def test_second_search_refused_then_ctrl_c_exits_130_and_a_moved_study_resumes(tmp_path, capsys, ray_session):
     # Faults: the same search started twice at once; then SIGINT (Ctrl-C) to the first; then
     # the study folder moved elsewhere before --resume.
     # Rules: the second command is refused with one line (exit 2) while the first runs, and the
@@ -793,10 +911,14 @@ def test_second_search_refused_then_ctrl_c_exits_130_and_a_moved_study_resumes(
     # (starting one costs seconds); the second command and the resume run in this process (the
     # lock is per process). Trials of 10 epochs (0.5 to 1 s each) are still running when the
     # second command, which takes well under a second, tries the same study.
-    space = write_space(tmp_path, "twice", {"train.seed": {"choice": [0, 1]}},
-                        data={"length": 3000},
-                        train={"max_epochs": 10, "schedule": {"chunks": [100]}},
-                        search={"algorithm": "optuna", "num_samples": 2, "max_concurrent": 2})
+    space = write_space(
+        tmp_path,
+        "twice",
+        {"train.seed": {"choice": [0, 1]}},
+        data={"length": 3000},
+        train={"max_epochs": 10, "schedule": {"chunks": [100]}},
+        search={"algorithm": "optuna", "num_samples": 2, "max_concurrent": 2},
+    )
     results, log = tmp_path / "results", tmp_path / "search.log"
     study = results / "twice"
     address = ray_session.get_runtime_context().gcs_address
@@ -804,9 +926,16 @@ def test_second_search_refused_then_ctrl_c_exits_130_and_a_moved_study_resumes(
     try:
         # Both trials running (a trial still PENDING when the folder is moved gets Ray's old
         # storage path on resume, a Ray 2.60 limitation: see the README's Reliability notes).
-        poll(lambda: len(runs := trial_results(study)) == 2 and all(
-            rows and rows[-1]["epoch"] >= 1 for rows in runs.values()),
-             240, "both trials at epoch 1", first, log)
+        poll(
+            lambda: (
+                len(runs := trial_results(study)) == 2
+                and all(rows and rows[-1]["epoch"] >= 1 for rows in runs.values())
+            ),
+            240,
+            "both trials at epoch 1",
+            first,
+            log,
+        )
         capsys.readouterr()
         code = search_mod.main(search_cmd(space, results)[3:])
         lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]

@@ -33,14 +33,25 @@ SPACE = {
     "model": {"dense_units": 8, "lstm_units": 8},
     "train": {"max_epochs": 2},
     "space": {"train.lr": {"loguniform": [1.0e-3, 1.0e-1]}},
-    "search": {"algorithm": "optuna", "sampler": "random", "metric": "train_loss", "mode": "min",
-               "num_samples": 4, "scheduler": {"type": "fifo"}, "max_concurrent": 4,
-               "time_budget_s": 120, "seed": 0, "checkpoint_every": 2, "max_failures": 0},
+    "search": {
+        "algorithm": "optuna",
+        "sampler": "random",
+        "metric": "train_loss",
+        "mode": "min",
+        "num_samples": 4,
+        "scheduler": {"type": "fifo"},
+        "max_concurrent": 4,
+        "time_budget_s": 120,
+        "seed": 0,
+        "checkpoint_every": 2,
+        "max_failures": 0,
+    },
 }
 
 
-def search(tmp_path: Path, name: str, resources: dict, train: dict | None = None,
-           num_samples: int = 4) -> tuple[subprocess.CompletedProcess, Path]:
+def search(
+    tmp_path: Path, name: str, resources: dict, train: dict | None = None, num_samples: int = 4
+) -> tuple[subprocess.CompletedProcess, Path]:
     """`python -m tuner.search` on a 2-CPU, 1-logical-GPU local Ray; (process, study folder)."""
     doc = {"name": name, **SPACE, "resources": resources}
     doc["train"] = {**SPACE["train"], **(train or {})}
@@ -50,9 +61,27 @@ def search(tmp_path: Path, name: str, resources: dict, train: dict | None = None
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     results = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "tuner.search", "--space", str(space), "--results-dir",
-         str(results), "--num-cpus", "2", "--num-gpus", "1", "--no-dashboard", "--no-report"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        [
+            sys.executable,
+            "-m",
+            "tuner.search",
+            "--space",
+            str(space),
+            "--results-dir",
+            str(results),
+            "--num-cpus",
+            "2",
+            "--num-gpus",
+            "1",
+            "--no-dashboard",
+            "--no-report",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     return proc, results / name
 
 
@@ -95,9 +124,24 @@ def test_num_gpus_refused_with_address(tmp_path):
     # Rule: --num-gpus sizes a local Ray only; with --address the cluster says what it has:
     # one line, exit 2, before Ray is contacted.
     proc = subprocess.run(
-        [sys.executable, "-m", "tuner.search", "--space", str(ROOT / "search_spaces/smoke.yaml"),
-         "--results-dir", str(tmp_path / "results"), "--address", "127.0.0.1:1",
-         "--num-gpus", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "tuner.search",
+            "--space",
+            str(ROOT / "search_spaces/smoke.yaml"),
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--address",
+            "127.0.0.1:1",
+            "--num-gpus",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "--num-gpus" in lines[0] and "--address" in lines[0]
@@ -107,8 +151,13 @@ def test_num_gpus_refused_with_address(tmp_path):
 @NO_CUDA
 def test_bench_gpu_without_cuda_says_so():
     # Rule: the GPU benchmark runs everywhere: without CUDA, one line and exit 0.
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--quick"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     out = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(out) == 1 and "CUDA" in out[0], out

@@ -12,8 +12,7 @@ from tuner.core.train import chunk_bounds
 
 def _net(noise: float = 0.0) -> QNet:
     torch.manual_seed(0)
-    return QNet(n_inputs=5, n_actions=2, cfg=ModelConfig(dense_units=6, lstm_units=7,
-                                                         noise_std=noise))
+    return QNet(n_inputs=5, n_actions=2, cfg=ModelConfig(dense_units=6, lstm_units=7, noise_std=noise))
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 10, 64])

@@ -18,9 +18,16 @@ from tuner.objectives import OBJECTIVES, running_objective
 
 def _records(losses, seconds=None, val=None):
     seconds = seconds or [float(i + 1) for i in range(len(losses))]
-    return [{"train_loss": loss, "train_loss_running": 9.0, "train_time_s": s,
-             "timesteps": 100 * (i + 1), "val_loss": (val[i] if val else math.nan)}
-            for i, (loss, s) in enumerate(zip(losses, seconds))]
+    return [
+        {
+            "train_loss": loss,
+            "train_loss_running": 9.0,
+            "train_time_s": s,
+            "timesteps": 100 * (i + 1),
+            "val_loss": (val[i] if val else math.nan),
+        }
+        for i, (loss, s) in enumerate(zip(losses, seconds))
+    ]
 
 
 def test_objective_train_loss_best_and_auc():
@@ -80,8 +87,14 @@ def test_metrics_one_rule_for_a_diverged_run():
     assert math.isnan(metrics.best_loss([])) and math.isnan(metrics.auc([]))
 
 
-@pytest.mark.parametrize("losses,val", [([3.0, 1.0, 2.0], None), ([3.0, 1.0, 2.0], [2.0, 1.5, 1.7]),
-                                        ([3.0, 1.0, math.inf], [2.0, 1.5, math.inf])])
+@pytest.mark.parametrize(
+    "losses,val",
+    [
+        ([3.0, 1.0, 2.0], None),
+        ([3.0, 1.0, 2.0], [2.0, 1.5, 1.7]),
+        ([3.0, 1.0, math.inf], [2.0, 1.5, math.inf]),
+    ],
+)
 def test_tables_and_objective_agree(losses, val):
     # Rule: trials.csv's loss columns are the running objective's values for the same epochs
     # (one definition), a diverged trial's included; without a hold-out the held-out columns
@@ -100,8 +113,15 @@ def test_tables_and_objective_agree(losses, val):
 def test_objectives_import_no_report_layer():
     # Rule: Ray workers import tuner.objectives; it must not pull in the report layer,
     # matplotlib or pandas.
-    code = ("import sys, tuner.objectives; bad = [m for m in sys.modules if m.startswith("
-            "('tuner.report', 'matplotlib', 'pandas'))]; print(bad); sys.exit(1 if bad else 0)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    code = (
+        "import sys, tuner.objectives; bad = [m for m in sys.modules if m.startswith("
+        "('tuner.report', 'matplotlib', 'pandas'))]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -121,13 +121,29 @@ def _trial_row(trial_id: str, rows: list[dict], extra: dict) -> dict:
 
 #: study.yaml's data constants, split and baselines, as tuner.core.baselines.reference writes them.
 REFERENCE = {
-    "data_constants": {"source": "synthetic", "preset": "two-modes", "period_a": 50.0,
-                       "period_b": 230.0, "freq_a": 0.1257, "freq_b": 0.02732, "noise_std": 0.1,
-                       "walk_step": 0.01, "n_series": 10, "length": 4000, "seed": 0},
-    "split": {"window": 128, "val_fraction": 0.0, "train_series": 8, "train_steps": 31000,
-              "val_series": 2, "val_steps": 7750, "val_whole_series": 2},
-    "baselines": {"zero": {"train": 1.0, "val": 1.1}, "ridge": {"train": 0.8, "val": 0.9,
-                                                              "alpha": 0.001}},
+    "data_constants": {
+        "source": "synthetic",
+        "preset": "two-modes",
+        "period_a": 50.0,
+        "period_b": 230.0,
+        "freq_a": 0.1257,
+        "freq_b": 0.02732,
+        "noise_std": 0.1,
+        "walk_step": 0.01,
+        "n_series": 10,
+        "length": 4000,
+        "seed": 0,
+    },
+    "split": {
+        "window": 128,
+        "val_fraction": 0.0,
+        "train_series": 8,
+        "train_steps": 31000,
+        "val_series": 2,
+        "val_steps": 7750,
+        "val_whole_series": 2,
+    },
+    "baselines": {"zero": {"train": 1.0, "val": 1.1}, "ridge": {"train": 0.8, "val": 0.9, "alpha": 0.001}},
 }
 
 
@@ -174,8 +190,10 @@ def ablation_study(path: Path, curves: dict[str, Curve], target_loss: float | No
         "data": {"preset": "two-modes"},
         "model": {"lstm_units": 64},
         "train": {"max_epochs": EPOCHS},
-        "space": {"case": {"grid": [_case_entry(n, c) for n, c in curves.items()]},
-                  "train.seed": {"grid": list(SEEDS)}},
+        "space": {
+            "case": {"grid": [_case_entry(n, c) for n, c in curves.items()]},
+            "train.seed": {"grid": list(SEEDS)},
+        },
         "search": search,
         **REFERENCE,
         "command": f"python -m tuner.search search_spaces/ablation.yaml --name {path.name}",
@@ -206,9 +224,7 @@ FAILING = {
     "sgd": Curve(floor=0.1, rate=0.15),  # SGD is fastest
     "rmsprop": Curve(floor=0.5, rate=0.05, spikes=(20, 40), optimizer="rmsprop"),  # 2 spikes
     "adam": Curve(floor=0.8, rate=0.03, spikes=(30,), optimizer="adam"),  # worse, 1 spike
-    "rmsprop-clip": Curve(
-        floor=0.6, rate=0.05, spikes=(15, 30, 45), optimizer="rmsprop", clip="norm"
-    ),
+    "rmsprop-clip": Curve(floor=0.6, rate=0.05, spikes=(15, 30, 45), optimizer="rmsprop", clip="norm"),
     "adam-clip": Curve(floor=1.0, rate=0.03, spikes=(15, 30, 45), optimizer="adam", clip="norm"),
     "sgd-schedule": Curve(floor=1.5, rate=0.01, sec_per_epoch=1.2, schedule=True),
     "adam-clip-schedule": Curve(
@@ -220,9 +236,7 @@ FAILING = {
         optimizer="adam",
         clip="norm",
     ),
-    "adam-adaptive-clip": Curve(
-        floor=0.9, rate=0.03, spikes=(15, 30, 45), optimizer="adam", clip="adaptive"
-    ),
+    "adam-adaptive-clip": Curve(floor=0.9, rate=0.03, spikes=(15, 30, 45), optimizer="adam", clip="adaptive"),
     "adagrad": Curve(floor=0.7, rate=0.03, optimizer="adagrad"),
     "adadelta": Curve(floor=1.2, rate=0.02, optimizer="adadelta"),
 }
@@ -251,8 +265,9 @@ def _verdicts(path: Path, column: str = cl.VERDICT_TRAIN) -> dict[str, str]:
     reader and study.yaml's zero-predictor losses."""
     study = report.load_study(path)
     b = study.baselines
-    claims = cl.claims_table(study.trials, study.epochs, zero_train=b.zero("train_loss"),
-                             zero_val=b.zero("val_loss"))
+    claims = cl.claims_table(
+        study.trials, study.epochs, zero_train=b.zero("train_loss"), zero_val=b.zero("val_loss")
+    )
     return dict(zip(claims["claim"], claims[column], strict=True))
 
 
@@ -312,8 +327,10 @@ def test_claims_hold_when_curves_say_so(holding: Path) -> None:
         assert len(verdicts) == 13
         assert verdicts == {claim: cl.HOLDS for claim in verdicts}
     text = (holding / "report.md").read_text()
-    assert ("13 holds, 0 does not hold, 0 unclear as the article measured (training loss); "
-            "13 holds, 0 does not hold, 0 unclear on held-out data") in text
+    assert (
+        "13 holds, 0 does not hold, 0 unclear as the article measured (training loss); "
+        "13 holds, 0 does not hold, 0 unclear on held-out data"
+    ) in text
 
 
 def test_claims_do_not_hold_when_curves_contradict(failing: Path) -> None:
@@ -365,9 +382,7 @@ def test_overlapping_seeds_make_claims_unclear(tmp_path: Path) -> None:
 
 
 def test_target_loss_from_study_yaml_is_used(tmp_path: Path) -> None:
-    path = ablation_study(
-        tmp_path / "tgt", {k: HOLDING[k] for k in ("sgd", "adam")}, target_loss=0.75
-    )
+    path = ablation_study(tmp_path / "tgt", {k: HOLDING[k] for k in ("sgd", "adam")}, target_loss=0.75)
     out = report.make_report(path, tmp_path / "out")
     text = out.read_text()
     # Rule: search.target_loss wins over the median rule, and the report says so.
@@ -392,8 +407,10 @@ def test_report_states_data_split_baselines_and_seeds(holding: Path) -> None:
     assert "optimizer updates by epoch 12: sgd-schedule 1,200, sgd 12" in text
     # Rule: the best case is stated against the ridge baseline at the top of the summary.
     summary = text.split(report.H_STUDY)[0].split(report.H_SUMMARY)[1].strip().splitlines()
-    assert summary[0].startswith("- **Held-out truth:** the best setting, case "
-                                 "`adam-clip-schedule`, beats the ridge baseline: held-out loss")
+    assert summary[0].startswith(
+        "- **Held-out truth:** the best setting, case "
+        "`adam-clip-schedule`, beats the ridge baseline: held-out loss"
+    )
     assert "vs ridge 0.9: 88% better" in summary[0]
 
 
@@ -402,8 +419,9 @@ def test_curves_carry_the_baselines(holding: Path) -> None:
 
     study = report.load_study(holding)
     b = study.baselines
-    fig = plot_curves(study, curve_groups(study), "epoch", "t", "val_loss", "held-out loss",
-                      b.hlines("val_loss"))
+    fig = plot_curves(
+        study, curve_groups(study), "epoch", "t", "val_loss", "held-out loss", b.hlines("val_loss")
+    )
     labels = [line.get_label() for line in fig.axes[0].lines]
     # Rule: both baselines are labelled horizontal lines on the held-out curves.
     assert "zero predictor, held-out (1.1)" in labels and "ridge predictor, held-out (0.9)" in labels
@@ -415,8 +433,7 @@ def test_curves_carry_the_baselines(holding: Path) -> None:
 def test_overfitting_is_listed_and_can_flip_the_held_out_verdict(tmp_path: Path) -> None:
     # adam's held-out loss bottoms out at epoch 10 and climbs 3% of that minimum per epoch
     # (9% above it at epoch 13, 12% at epoch 14) while its training loss keeps falling.
-    curves = {"sgd": HOLDING["sgd"], "adam": Curve(floor=0.3, rate=0.08, optimizer="adam",
-                                                   overfit_from=10)}
+    curves = {"sgd": HOLDING["sgd"], "adam": Curve(floor=0.3, rate=0.08, optimizer="adam", overfit_from=10)}
     path = ablation_study(tmp_path / "over", curves)
     text = report.make_report(path).read_text()
     section = text.split(report.H_OVERFIT)[1].split("\n## ")[0]
@@ -441,8 +458,9 @@ def test_summary_says_first_when_ridge_is_not_beaten(tmp_path: Path) -> None:
     text = report.make_report(path).read_text()
     first = text.split(report.H_SUMMARY)[1].strip().splitlines()[0]
     # Rule: a search whose best trial does not beat ridge on held-out data says so first.
-    assert first.startswith("- **Warning: the best setting does not beat the ridge baseline "
-                            "on held-out data.**")
+    assert first.startswith(
+        "- **Warning: the best setting does not beat the ridge baseline on held-out data.**"
+    )
     assert "vs ridge 0.05" in first and "worse" in first
 
 
@@ -457,8 +475,7 @@ def test_summary_says_first_when_there_is_no_hold_out(tmp_path: Path) -> None:
         table.to_csv(path / name, index=False)
     text = report.make_report(path).read_text()
     first = text.split(report.H_SUMMARY)[1].strip().splitlines()[0]
-    assert first.startswith("- **No held-out data:** every loss in this report is on the "
-                            "training series")
+    assert first.startswith("- **No held-out data:** every loss in this report is on the training series")
     assert "No held-out loss recorded: overfitting cannot be seen." in text
 
 
@@ -468,7 +485,8 @@ def test_old_study_columns_are_a_note_not_a_crash(tmp_path: Path) -> None:
     path = ablation_study(tmp_path / "old", {k: HOLDING[k] for k in ("sgd", "adam")})
     epochs = pd.read_csv(path / "epochs.csv")
     epochs = epochs.rename(columns={"train_loss_running": "loss"}).drop(
-        columns=["train_loss", "val_loss", "best_val_loss", "best_epoch", "eval_time_s"])
+        columns=["train_loss", "val_loss", "best_val_loss", "best_epoch", "eval_time_s"]
+    )
     epochs.to_csv(path / "epochs.csv", index=False)
     text = report.make_report(path).read_text()
     assert "epochs.csv has no column train_loss_running, train_loss, val_loss" in text
@@ -502,9 +520,7 @@ def plain_study(path: Path, n: int = 16) -> Path:
         clip = "norm" if i % 2 == 0 else "none"
         floor = 0.2 + 0.1 * (-math.log10(lr))  # larger lr -> lower loss
         diverge = 8 if i in (4, 7, 10) else None
-        rows = _epoch_rows(
-            tid, Curve(floor=floor, rate=0.3, clip=clip), 0, epochs=12, diverge_at=diverge
-        )
+        rows = _epoch_rows(tid, Curve(floor=floor, rate=0.3, clip=clip), 0, epochs=12, diverge_at=diverge)
         extra = {
             "case": "",
             "train.optimizer": opt,
@@ -607,12 +623,20 @@ def _lever_study(path: Path) -> Path:
             cases.append({"name": name, "train.optimizer": opt, "train.clip.mode": clip})
             for seed in SEEDS:
                 div = name == "adam-norm" and seed == 2
-                trials.append({"trial_id": f"{name}_s{seed}",
-                               "status": "diverged" if div else "completed", "case": name,
-                               "train.seed": seed,
-                               "objective": math.inf if div else level * (1 + 0.01 * seed)})
-    meta = {"name": path.name, "space": {"case": {"grid": cases}, "train.seed": {"grid": [0, 1, 2]}},
-            "search": {"algorithm": "grid", "metric": "train_loss"}}
+                trials.append(
+                    {
+                        "trial_id": f"{name}_s{seed}",
+                        "status": "diverged" if div else "completed",
+                        "case": name,
+                        "train.seed": seed,
+                        "objective": math.inf if div else level * (1 + 0.01 * seed),
+                    }
+                )
+    meta = {
+        "name": path.name,
+        "space": {"case": {"grid": cases}, "train.seed": {"grid": [0, 1, 2]}},
+        "search": {"algorithm": "grid", "metric": "train_loss"},
+    }
     return write_study(path, trials, [], meta)
 
 
@@ -696,9 +720,7 @@ def test_report_tolerates_missing_optional_files(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_cli_missing_folder_exits_2_with_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_missing_folder_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = report.main([str(tmp_path / "nope")])
     err = capsys.readouterr().err
     # Rule: exit 2, exactly one line on stderr, no traceback.
@@ -713,9 +735,7 @@ def test_cli_missing_trials_csv_exits_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert err.count("\n") == 1 and "trials.csv" in err
 
 
-def test_cli_unwritable_out_exits_2_with_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_unwritable_out_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Rule: --out where nothing can be written (here: below a regular file) -> one line, exit 2,
     # no traceback, and the study folder is left as it was.
     path = _bare_study(tmp_path / "cli")

@@ -11,8 +11,7 @@ from tuner.core.config import ScheduleConfig
 from tuner.core.schedule import ChunkSchedule
 
 
-def make(chunks: tuple[int, ...] = (100, 50, 10), patience: int = 3,
-         min_delta: float = 0.0) -> ChunkSchedule:
+def make(chunks: tuple[int, ...] = (100, 50, 10), patience: int = 3, min_delta: float = 0.0) -> ChunkSchedule:
     return ChunkSchedule(ScheduleConfig(chunks=chunks, patience=patience, min_delta=min_delta))
 
 
@@ -102,8 +101,12 @@ def test_state_round_trip_continues_identically(warm_epochs: int) -> None:
     b.load_state_dict(state)
     for x in losses[warm_epochs:]:
         assert a.step(x) == b.step(x)
-        assert (a.stage, a.chunks, a.best, a.since_improvement) == \
-            (b.stage, b.chunks, b.best, b.since_improvement)
+        assert (a.stage, a.chunks, a.best, a.since_improvement) == (
+            b.stage,
+            b.chunks,
+            b.best,
+            b.since_improvement,
+        )
 
 
 def test_load_rejects_state_from_other_chunks() -> None:

@@ -21,33 +21,60 @@ TINY = {"n_series": 3, "length": 200, "window": 8, "seed": 0}
 MODEL = {"dense_units": 6, "lstm_units": 6, "noise_std": 0.1}
 
 
-def write_space(tmp_path: Path, space: dict, search_section: dict, name: str = "t",
-                train: dict | None = None) -> Path:
-    doc = {"name": name, "data": TINY, "model": MODEL,
-           "train": {"max_epochs": 4, **(train or {})}, "space": space,
-           "search": {"max_concurrent": 2, "checkpoint_every": 2, "max_failures": 0,
-                      **search_section},
-           "resources": {"cpu": 1, "gpu": 0}}
+def write_space(
+    tmp_path: Path, space: dict, search_section: dict, name: str = "t", train: dict | None = None
+) -> Path:
+    doc = {
+        "name": name,
+        "data": TINY,
+        "model": MODEL,
+        "train": {"max_epochs": 4, **(train or {})},
+        "space": space,
+        "search": {"max_concurrent": 2, "checkpoint_every": 2, "max_failures": 0, **search_section},
+        "resources": {"cpu": 1, "gpu": 0},
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
 def run(path: Path, tmp_path: Path, *extra: str) -> int:
-    return search.main(["--space", str(path), "--results-dir", str(tmp_path / "results"),
-                        "--no-dashboard", "--no-report", *extra])
+    return search.main(
+        [
+            "--space",
+            str(path),
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--no-dashboard",
+            "--no-report",
+            *extra,
+        ]
+    )
 
 
 def test_search_optuna_asha_writes_tables_and_study(ray_session, tmp_path):
     # Rule: an Optuna + ASHA search finishes on 2 CPUs; trials.csv has one row per trial with the
     # documented columns and statuses; epochs.csv one row per (trial, epoch); the SQLite study
     # holds the same trials; best_config.yaml is a runnable config.
-    space = {"train.optimizer": {"choice": ["sgd", "adam"]},
-             "train.lr": {"loguniform": [1e-3, 1e-1]},
-             "train.schedule.chunks": {"choice": [[1], [4, 1]]}}
-    path = write_space(tmp_path, space, {
-        "num_samples": 5, "scheduler": {"type": "asha", "time_attr": "training_iteration",
-                                        "grace_period": 1, "reduction_factor": 2, "max_t": 4}})
+    space = {
+        "train.optimizer": {"choice": ["sgd", "adam"]},
+        "train.lr": {"loguniform": [1e-3, 1e-1]},
+        "train.schedule.chunks": {"choice": [[1], [4, 1]]},
+    }
+    path = write_space(
+        tmp_path,
+        space,
+        {
+            "num_samples": 5,
+            "scheduler": {
+                "type": "asha",
+                "time_attr": "training_iteration",
+                "grace_period": 1,
+                "reduction_factor": 2,
+                "max_t": 4,
+            },
+        },
+    )
     assert run(path, tmp_path) == 0
     study = tmp_path / "results" / "t"
     trials, epochs = load_tables(study)
@@ -81,10 +108,13 @@ def test_search_optuna_asha_writes_tables_and_study(ray_session, tmp_path):
 
 def test_search_grid_runs_every_combination_once(ray_session, tmp_path):
     # Rule: algorithm grid runs the product of the grid values, each exactly once.
-    space = {"train.optimizer": {"grid": ["sgd", "adam"]},
-             "train.schedule.chunks": {"grid": [[1], [3], [5, 1]]}}
-    path = write_space(tmp_path, space, {"algorithm": "grid", "scheduler": {"type": "fifo"}},
-                       train={"max_epochs": 2})
+    space = {
+        "train.optimizer": {"grid": ["sgd", "adam"]},
+        "train.schedule.chunks": {"grid": [[1], [3], [5, 1]]},
+    }
+    path = write_space(
+        tmp_path, space, {"algorithm": "grid", "scheduler": {"type": "fifo"}}, train={"max_epochs": 2}
+    )
     assert run(path, tmp_path) == 0
     trials, _ = load_tables(tmp_path / "results" / "t")
     combos = sorted(zip(trials["train.optimizer"], trials["train.schedule.chunks"].astype(str)))
@@ -96,11 +126,16 @@ def test_search_grid_runs_every_combination_once(ray_session, tmp_path):
 def test_search_conditional_parameter_absent_when_condition_fails(ray_session, tmp_path):
     # Rule: momentum is sampled only for sgd; adam trials have no momentum at all (under the
     # median stopping rule, which may stop some of them).
-    space = {"train.optimizer": {"choice": ["sgd", "adam"]},
-             "train.momentum": {"uniform": [0.1, 0.9], "if": {"train.optimizer": ["sgd"]}}}
-    path = write_space(tmp_path, space, {"num_samples": 6, "sampler": "random",
-                                         "scheduler": {"type": "median", "grace_period": 1}},
-                       train={"max_epochs": 2})
+    space = {
+        "train.optimizer": {"choice": ["sgd", "adam"]},
+        "train.momentum": {"uniform": [0.1, 0.9], "if": {"train.optimizer": ["sgd"]}},
+    }
+    path = write_space(
+        tmp_path,
+        space,
+        {"num_samples": 6, "sampler": "random", "scheduler": {"type": "median", "grace_period": 1}},
+        train={"max_epochs": 2},
+    )
     assert run(path, tmp_path) == 0
     study = tmp_path / "results" / "t"
     trials, _ = load_tables(study)
@@ -118,8 +153,9 @@ def test_search_extend_adds_trials_to_finished_study(ray_session, tmp_path):
     # trials to the same Optuna study with a fresh seed (no replayed suggestions), and the
     # tables hold old and new trials once each.
     space = {"train.lr": {"loguniform": [1e-3, 1e-1]}}
-    path = write_space(tmp_path, space, {"num_samples": 2, "scheduler": {"type": "fifo"}},
-                       train={"max_epochs": 1})
+    path = write_space(
+        tmp_path, space, {"num_samples": 2, "scheduler": {"type": "fifo"}}, train={"max_epochs": 1}
+    )
     assert run(path, tmp_path) == 0
     assert run(path, tmp_path, "--resume") == 0
     study = tmp_path / "results" / "t"
@@ -139,10 +175,17 @@ def test_search_pbt_runs_with_checkpoints(ray_session, tmp_path):
     # on from its donor's epoch, even when that donor had finished) and every trial ends at
     # max_epochs, each (trial, epoch) once.
     space = {"train.lr": {"loguniform": [1e-3, 1e-1]}}
-    path = write_space(tmp_path, space, {
-        "algorithm": "random", "num_samples": 3, "checkpoint_every": 1,
-        "scheduler": {"type": "pbt", "time_attr": "training_iteration",
-                      "perturbation_interval": 2}}, train={"max_epochs": 6, "optimizer": "adam"})
+    path = write_space(
+        tmp_path,
+        space,
+        {
+            "algorithm": "random",
+            "num_samples": 3,
+            "checkpoint_every": 1,
+            "scheduler": {"type": "pbt", "time_attr": "training_iteration", "perturbation_interval": 2},
+        },
+        train={"max_epochs": 6, "optimizer": "adam"},
+    )
     assert run(path, tmp_path) == 0
     trials, epochs = load_tables(tmp_path / "results" / "t")
     assert len(trials) == 3 and (trials["epochs"] == 6).all()
@@ -155,10 +198,12 @@ def test_search_time_to_target_ranks_unreached_last(ray_session, tmp_path):
     # Rule: the time_to_target objective is the training seconds until train_loss first reached the
     # target; trials that never get there rank last with +inf, not as errors.
     space = {"train.lr": {"choice": [1e-9, 0.05]}}
-    path = write_space(tmp_path, space, {
-        "algorithm": "grid", "metric": "time_to_target", "target_loss": 0.99,
-        "scheduler": {"type": "fifo"}}, train={"max_epochs": 6, "optimizer": "adam",
-                                                "schedule": {"chunks": [4]}})
+    path = write_space(
+        tmp_path,
+        space,
+        {"algorithm": "grid", "metric": "time_to_target", "target_loss": 0.99, "scheduler": {"type": "fifo"}},
+        train={"max_epochs": 6, "optimizer": "adam", "schedule": {"chunks": [4]}},
+    )
     path.write_text(path.read_text().replace("choice", "grid"))
     assert run(path, tmp_path) == 0
     trials, epochs = load_tables(tmp_path / "results" / "t")
@@ -178,11 +223,12 @@ def test_search_held_out_columns_early_stop_and_reference(ray_session, tmp_path)
     # trial ended by train.early_stopping is `early_stopped` at its best epoch + patience, its
     # objective best_val_loss is its best epoch's held-out loss; study.yaml states the data's
     # constants, the split and both baselines.
-    path = write_space(tmp_path, {"train.seed": {"grid": [0, 1]}},
-                       {"algorithm": "grid", "metric": "best_val_loss",
-                        "scheduler": {"type": "fifo"}},
-                       train={"optimizer": "adam", "early_stopping": {"patience": 1,
-                                                                      "min_delta": 10.0}})
+    path = write_space(
+        tmp_path,
+        {"train.seed": {"grid": [0, 1]}},
+        {"algorithm": "grid", "metric": "best_val_loss", "scheduler": {"type": "fifo"}},
+        train={"optimizer": "adam", "early_stopping": {"patience": 1, "min_delta": 10.0}},
+    )
     doc = yaml.safe_load(path.read_text())
     doc["data"]["val_fraction"] = 0.25
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -204,21 +250,24 @@ def test_search_held_out_columns_early_stop_and_reference(ray_session, tmp_path)
     assert recorded["baselines"]["zero"]["train"] == pytest.approx(1.0, rel=1e-5)
 
 
-START = [{"train.optimizer": "adam", "train.lr": 0.0123, "train.schedule.chunks": [4, 1]},
-         {"train.optimizer": "sgd", "train.lr": 0.001, "train.schedule.chunks": [1]}]
+START = [
+    {"train.optimizer": "adam", "train.lr": 0.0123, "train.schedule.chunks": [4, 1]},
+    {"train.optimizer": "sgd", "train.lr": 0.001, "train.schedule.chunks": [1]},
+]
 
 
 def _in_order(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials of Tune's variant generator in creation order (its trial ids end in a counter)."""
-    return trials.assign(n=trials["trial_id"].str.rsplit("_", n=1).str[1].astype(int)
-                         ).sort_values("n")
+    return trials.assign(n=trials["trial_id"].str.rsplit("_", n=1).str[1].astype(int)).sort_values("n")
 
 
 def _is_point(row, point: dict) -> bool:
-    return (row["train.optimizer"] == point["train.optimizer"]
-            and math.isclose(float(row["train.lr"]), point["train.lr"])
-            and str(row["train.schedule.chunks"]).replace(" ", "").strip("[]")
-            == ",".join(map(str, point["train.schedule.chunks"])))
+    return (
+        row["train.optimizer"] == point["train.optimizer"]
+        and math.isclose(float(row["train.lr"]), point["train.lr"])
+        and str(row["train.schedule.chunks"]).replace(" ", "").strip("[]")
+        == ",".join(map(str, point["train.schedule.chunks"]))
+    )
 
 
 @pytest.mark.parametrize("algorithm", ["optuna", "random", "grid"])
@@ -227,27 +276,35 @@ def test_search_start_from_runs_first_in_order_and_once(ray_session, tmp_path, a
     # in addition to num_samples, for optuna, random (Optuna's RandomSampler) and grid (Tune's
     # variant generator: the points, then the grid); an extended study (optuna, random) does
     # not evaluate them again.
-    lr = ({"choice": [0.001, 0.0123]} if algorithm == "grid"
-          else {"loguniform": [1e-3, 1e-1]})
-    space = {"train.optimizer": {"choice": ["sgd", "adam"]}, "train.lr": lr,
-             "train.schedule.chunks": {"choice": [[1], [4, 1]]}}
-    path = write_space(tmp_path, space, {"algorithm": algorithm, "num_samples": 1,
-                                         "scheduler": {"type": "fifo"}, "start_from": START},
-                       train={"max_epochs": 1})
+    lr = {"choice": [0.001, 0.0123]} if algorithm == "grid" else {"loguniform": [1e-3, 1e-1]}
+    space = {
+        "train.optimizer": {"choice": ["sgd", "adam"]},
+        "train.lr": lr,
+        "train.schedule.chunks": {"choice": [[1], [4, 1]]},
+    }
+    path = write_space(
+        tmp_path,
+        space,
+        {"algorithm": algorithm, "num_samples": 1, "scheduler": {"type": "fifo"}, "start_from": START},
+        train={"max_epochs": 1},
+    )
     assert run(path, tmp_path) == 0
     study = tmp_path / "results" / "t"
     trials = load_tables(study)[0]
     assert len(trials) == len(START) + (2 * 2 * 2 if algorithm == "grid" else 1)
     if algorithm == "grid":
-        first = _in_order(trials).iloc[:len(START)]
+        first = _in_order(trials).iloc[: len(START)]
         assert all(_is_point(row, point) for (_, row), point in zip(first.iterrows(), START))
         return
     # Optuna numbers its trials as it hands them out: the points are trials 0 and 1
     stored = optuna.load_study(study_name="t", storage=f"sqlite:///{study / 'optuna.db'}")
-    first = [(t.params["train.optimizer"], t.params["train.lr"], t.params["train.schedule.chunks"])
-             for t in sorted(stored.trials, key=lambda t: t.number)[:len(START)]]
-    assert first == [(p["train.optimizer"], p["train.lr"],
-                      ",".join(map(str, p["train.schedule.chunks"]))) for p in START]
+    first = [
+        (t.params["train.optimizer"], t.params["train.lr"], t.params["train.schedule.chunks"])
+        for t in sorted(stored.trials, key=lambda t: t.number)[: len(START)]
+    ]
+    assert first == [
+        (p["train.optimizer"], p["train.lr"], ",".join(map(str, p["train.schedule.chunks"]))) for p in START
+    ]
     for point in START:
         assert sum(_is_point(row, point) for _, row in trials.iterrows()) == 1
     assert run(path, tmp_path, "--extend", "2") == 0

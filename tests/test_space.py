@@ -85,8 +85,9 @@ def with_patch(*patches: tuple[tuple[str, ...], Any]) -> dict[str, Any]:
 DROP = object()
 
 
-def ask_many(spec: SpaceFile, n: int, seed: int = 0, sampler: type = optuna.samplers.TPESampler
-             ) -> list[dict[str, Any]]:
+def ask_many(
+    spec: SpaceFile, n: int, seed: int = 0, sampler: type = optuna.samplers.TPESampler
+) -> list[dict[str, Any]]:
     """n trials' params from a real in-memory Optuna study driven by optuna_space."""
     study = optuna.create_study(sampler=sampler(seed=seed))
     space = optuna_space(spec.params)
@@ -115,8 +116,11 @@ def tune_variants(spec: SpaceFile, passes: int = 1, seed: int = 0) -> list[dict[
 
     rng = np.random.default_rng(seed)
     space = tune_space(spec)
-    return [variant["config"] for _ in range(passes)
-            for _, variant in generate_variants({"config": space}, random_state=rng)]
+    return [
+        variant["config"]
+        for _ in range(passes)
+        for _, variant in generate_variants({"config": space}, random_state=rng)
+    ]
 
 
 # ---------------------------------------------------------------------------- shipped files
@@ -198,8 +202,7 @@ def test_tune_space_int_log_bounds_inclusive(tmp_path: Path) -> None:
     # int with log: true is inclusive in Tune (lograndint(low, high + 1))
     assert set(int(v) for v in domain.sample(size=600)) == {1, 2, 3}
     # and in Optuna
-    spec = spec_of(tmp_path, with_patch((("space", "train.schedule.patience"),
-                                         {"int": [1, 3], "log": True})))
+    spec = spec_of(tmp_path, with_patch((("space", "train.schedule.patience"), {"int": [1, 3], "log": True})))
     assert {t["train.schedule.patience"] for t in ask_many(spec, 60)} == {1, 2, 3}
 
 
@@ -240,10 +243,10 @@ def test_optuna_space_conditional_absent_when_condition_fails(tmp_path: Path) ->
 
 
 def test_optuna_space_conditional_chain(tmp_path: Path) -> None:
-    doc = with_patch((("space", "train.nesterov"),
-                      {"choice": [False, True], "if": {"train.momentum": [0.0]}}),
-                     (("space", "train.momentum"),
-                      {"choice": [0.0, 0.5], "if": {"train.optimizer": ["sgd"]}}))
+    doc = with_patch(
+        (("space", "train.nesterov"), {"choice": [False, True], "if": {"train.momentum": [0.0]}}),
+        (("space", "train.momentum"), {"choice": [0.0, 0.5], "if": {"train.optimizer": ["sgd"]}}),
+    )
     spec = spec_of(tmp_path, doc)
     for t in ask_many(spec, 60):
         # a key gated on a conditional key is present only when the whole chain holds
@@ -273,8 +276,7 @@ def test_optuna_space_random_sampler_is_seeded(tmp_path: Path) -> None:
 
 def test_resolve_makes_numpy_scalars_plain(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, tune_doc())
-    config = tune_variants(spec)[0] | {"train.schedule.patience": np.int64(5),
-                                        "train.lr": np.float64(0.01)}
+    config = tune_variants(spec)[0] | {"train.schedule.patience": np.int64(5), "train.lr": np.float64(0.01)}
     # numpy scalars (Tune domains' raw samples; np.int64 is not an int) become plain Python
     _, clean = resolve(spec, config)
     assert type(clean["train.schedule.patience"]) is int and type(clean["train.lr"]) is float
@@ -284,18 +286,28 @@ def test_resolve_makes_numpy_scalars_plain(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- grids and cases
 
 
-CASES = {"grid": [
-    {"name": "sgd-baseline", "train.optimizer": "sgd", "train.lr": 0.01, "train.momentum": 0.9},
-    {"name": "adam-clip", "train.optimizer": "adam", "train.lr": 0.001,
-     "train.clip.mode": "norm", "train.clip.threshold": 1.0},
-]}
+CASES = {
+    "grid": [
+        {"name": "sgd-baseline", "train.optimizer": "sgd", "train.lr": 0.01, "train.momentum": 0.9},
+        {
+            "name": "adam-clip",
+            "train.optimizer": "adam",
+            "train.lr": 0.001,
+            "train.clip.mode": "norm",
+            "train.clip.threshold": 1.0,
+        },
+    ]
+}
 
 
 def ablation_doc() -> dict[str, Any]:
     doc = copy.deepcopy(BASE)
-    doc["space"] = {"case": CASES, "train.seed": {"grid": [0, 1, 2]},
-                    "train.schedule.chunks": {"choice": [[1], [4, 1]]},
-                    "train.schedule.patience": {"int": [5, 6]}}
+    doc["space"] = {
+        "case": CASES,
+        "train.seed": {"grid": [0, 1, 2]},
+        "train.schedule.chunks": {"choice": [[1], [4, 1]]},
+        "train.schedule.patience": {"int": [5, 6]},
+    }
     doc["search"] = {"algorithm": "grid", "num_samples": 1}
     return doc
 
@@ -307,8 +319,7 @@ def test_tune_space_grid_expands_every_choice(tmp_path: Path) -> None:
     # each combination once
     assert len(configs) == 2 * 3 * 2
     combos = {(c["case"], c["train.seed"], c["train.schedule.chunks"]) for c in configs}
-    assert combos == set(itertools.product(["sgd-baseline", "adam-clip"], [0, 1, 2],
-                                           ["1", "4,1"]))
+    assert combos == set(itertools.product(["sgd-baseline", "adam-clip"], [0, 1, 2], ["1", "4,1"]))
 
 
 def test_tune_space_random_algorithm_keeps_choices_random(tmp_path: Path) -> None:
@@ -329,8 +340,7 @@ def test_resolve_merges_case_settings(tmp_path: Path) -> None:
         assert searched_keys(spec)[0] == "case" and list(clean)[0] == "case"
         assert config.train.seed == clean["train.seed"]
     # each case's dotted settings are merged into the config
-    assert (by_case["sgd-baseline"].train.optimizer, by_case["sgd-baseline"].train.momentum) \
-        == ("sgd", 0.9)
+    assert (by_case["sgd-baseline"].train.optimizer, by_case["sgd-baseline"].train.momentum) == ("sgd", 0.9)
     assert by_case["adam-clip"].train.clip.mode == "norm"
     assert by_case["adam-clip"].train.lr == 0.001
 
@@ -370,8 +380,17 @@ def test_load_space_override_settles_conditions(tmp_path: Path) -> None:
 
 
 def test_load_space_override_sets_search_resources_and_name(tmp_path: Path) -> None:
-    spec = spec_of(tmp_path, BASE, ["search.num_samples=7", "resources.cpu=2", "name=other",
-                                    "search.scheduler.type=median", "data.length=500"])
+    spec = spec_of(
+        tmp_path,
+        BASE,
+        [
+            "search.num_samples=7",
+            "resources.cpu=2",
+            "name=other",
+            "search.scheduler.type=median",
+            "data.length=500",
+        ],
+    )
     # search.*, resources.* and name overrides set those sections
     assert (spec.search.num_samples, spec.resources.cpu, spec.name) == (7, 2.0, "other")
     assert spec.search.scheduler.type == "median" and spec.base["data"]["length"] == 500
@@ -385,8 +404,11 @@ def test_load_space_override_scheduler_type_drops_foreign_keys(tmp_path: Path) -
 
 
 def test_load_space_override_space_entry(tmp_path: Path) -> None:
-    spec = spec_of(tmp_path, BASE, ["space.train.lr={loguniform: [1.0e-2, 1.0e-1]}",
-                                    "space.train.schedule.patience=null"])
+    spec = spec_of(
+        tmp_path,
+        BASE,
+        ["space.train.lr={loguniform: [1.0e-2, 1.0e-1]}", "space.train.schedule.patience=null"],
+    )
     # space.<key>= replaces an entry; null drops it
     assert spec.param("train.lr").low == 0.01 and spec.param("train.schedule.patience") is None
 
@@ -473,15 +495,16 @@ def test_optuna_search_suggests_flat_dotted_keys(tmp_path: Path) -> None:
 def test_pbt_mutations_use_space_ranges_or_base(tmp_path: Path) -> None:
     from ray.tune.search.sample import Float
 
-    doc = with_patch((("space", "train.clip.threshold"), {"loguniform": [0.5, 5.0]}),
-                     (("space", "train.momentum"), DROP),  # pbt takes no if:
-                     (("search", "scheduler"), {"type": "pbt", "perturbation_interval": 5}),
-                     (("search", "algorithm"), "random"))
+    doc = with_patch(
+        (("space", "train.clip.threshold"), {"loguniform": [0.5, 5.0]}),
+        (("space", "train.momentum"), DROP),  # pbt takes no if:
+        (("search", "scheduler"), {"type": "pbt", "perturbation_interval": 5}),
+        (("search", "algorithm"), "random"),
+    )
     spec = spec_of(tmp_path, doc, ["train.lr=0.02"])
     mutations = pbt_mutations(spec)
     # a searched key mutates over its space range
-    assert (mutations["train.clip.threshold"].lower, mutations["train.clip.threshold"].upper) \
-        == (0.5, 5.0)
+    assert (mutations["train.clip.threshold"].lower, mutations["train.clip.threshold"].upper) == (0.5, 5.0)
     # an unsearched key mutates over [base / 10, base * 10], starting at its base value
     lr = mutations["train.lr"]
     assert isinstance(lr, Float) and math.isclose(lr.lower, 0.002) and math.isclose(lr.upper, 0.2)
@@ -492,8 +515,7 @@ def test_searched_keys_follow_dependency_order(tmp_path: Path) -> None:
     doc = copy.deepcopy(BASE)
     space = doc["space"]
     # a gated key written before the key it depends on
-    doc["space"] = {"train.momentum": space["train.momentum"],
-                    "train.optimizer": space["train.optimizer"]}
+    doc["space"] = {"train.momentum": space["train.momentum"], "train.optimizer": space["train.optimizer"]}
     spec = spec_of(tmp_path, doc)
     # params (and columns) are ordered parents first
     assert searched_keys(spec) == ["train.optimizer", "train.momentum"]
@@ -503,8 +525,13 @@ def test_load_space_raw_round_trips(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, ablation_doc(), ["train.lr=0.05"])
     again = load_space(write(tmp_path, spec.raw, "study.yaml"))
     # the resolved document (study.yaml) loads back to the same space
-    assert (again.params, again.search, again.resources, again.base, again.cases) == \
-        (spec.params, spec.search, spec.resources, spec.base, spec.cases)
+    assert (again.params, again.search, again.resources, again.base, again.cases) == (
+        spec.params,
+        spec.search,
+        spec.resources,
+        spec.base,
+        spec.cases,
+    )
     assert again.name == spec.name
 
 
@@ -517,8 +544,10 @@ def test_load_space_grid_defaults_to_one_pass(tmp_path: Path) -> None:
 
 def test_optuna_space_case_choice(tmp_path: Path) -> None:
     doc = ablation_doc()
-    doc["space"] = {"case": {"choice": CASES["grid"]},
-                    "train.weight_decay": {"uniform": [0.0, 0.1], "if": {"case": ["sgd-baseline"]}}}
+    doc["space"] = {
+        "case": {"choice": CASES["grid"]},
+        "train.weight_decay": {"uniform": [0.0, 0.1], "if": {"case": ["sgd-baseline"]}},
+    }
     doc["search"] = {"algorithm": "optuna"}
     spec = spec_of(tmp_path, doc, ["train.seed=1"])
     for t in ask_many(spec, 20):
@@ -537,8 +566,10 @@ def test_load_space_defaults(tmp_path: Path) -> None:
 
 
 def test_load_space_yaml11_exponents_accepted(tmp_path: Path) -> None:
-    doc = with_patch((("space", "train.lr"), {"loguniform": ["1e-4", "1e-1"]}),
-                     (("search", "scheduler"), {"type": "asha", "grace_period": "2e6"}))
+    doc = with_patch(
+        (("space", "train.lr"), {"loguniform": ["1e-4", "1e-1"]}),
+        (("search", "scheduler"), {"type": "asha", "grace_period": "2e6"}),
+    )
     spec = spec_of(tmp_path, doc)
     # PyYAML reads 1e-4 and 2e6 as strings; numbers are accepted in that form
     assert spec.param("train.lr").low == 1e-4 and spec.search.scheduler.grace_period == 2e6
@@ -557,87 +588,141 @@ INVALID = [
     ("unknown-section", [(("serch",), {})], "serch"),
     ("unknown-search-key", [(("search", "num_sample"), 3)], "search.num_sample"),
     ("unknown-resources-key", [(("resources",), {"cpus": 2})], "resources.cpus"),
-    ("unknown-scheduler-key", [(("search", "scheduler"), {"type": "asha", "grace": 2})],
-     "search.scheduler.grace"),
-    ("scheduler-key-of-other-type",
-     [(("search", "scheduler"), {"type": "median", "reduction_factor": 3})],
-     "search.scheduler.reduction_factor"),
-    ("unknown-scheduler", [(("search", "scheduler"), {"type": "hyperband"})],
-     "search.scheduler.type"),
+    (
+        "unknown-scheduler-key",
+        [(("search", "scheduler"), {"type": "asha", "grace": 2})],
+        "search.scheduler.grace",
+    ),
+    (
+        "scheduler-key-of-other-type",
+        [(("search", "scheduler"), {"type": "median", "reduction_factor": 3})],
+        "search.scheduler.reduction_factor",
+    ),
+    ("unknown-scheduler", [(("search", "scheduler"), {"type": "hyperband"})], "search.scheduler.type"),
     ("unknown-space-key", [(("space", "train.lrr"), {"choice": [0.1]})], "train.lrr"),
-    ("unknown-distribution", [(("space", "train.lr"), {"logunifrom": [0.1, 1.0]})],
-     "space.train.lr"),
-    ("two-distributions", [(("space", "train.lr"), {"uniform": [0.1, 1.0], "choice": [0.1]})],
-     "space.train.lr"),
-    ("choice-wrong-type", [(("space", "train.optimizer"), {"choice": ["sgd", "adamm"]})],
-     "train.optimizer"),
+    ("unknown-distribution", [(("space", "train.lr"), {"logunifrom": [0.1, 1.0]})], "space.train.lr"),
+    (
+        "two-distributions",
+        [(("space", "train.lr"), {"uniform": [0.1, 1.0], "choice": [0.1]})],
+        "space.train.lr",
+    ),
+    ("choice-wrong-type", [(("space", "train.optimizer"), {"choice": ["sgd", "adamm"]})], "train.optimizer"),
     ("empty-choice", [(("space", "train.optimizer"), {"choice": []})], "train.optimizer"),
-    ("empty-grid", [(("space", "train.seed"), {"grid": []}), (("search", "algorithm"), "grid")],
-     "train.seed"),
+    (
+        "empty-grid",
+        [(("space", "train.seed"), {"grid": []}), (("search", "algorithm"), "grid")],
+        "train.seed",
+    ),
     ("loguniform-zero", [(("space", "train.lr"), {"loguniform": [0.0, 0.1]})], "train.lr"),
-    ("low-above-high", [(("space", "train.momentum"), {"uniform": [0.9, 0.1]})],
-     "train.momentum"),
-    ("int-not-integer", [(("space", "train.schedule.patience"), {"int": [1.5, 3]})],
-     "train.schedule.patience"),
-    ("int-bound-huge", [(("space", "train.schedule.patience"), {"int": [1, 10**400]})],
-     "train.schedule.patience"),
-    ("int-log-from-zero", [(("space", "train.schedule.patience"),
-                            {"int": [0, 3], "log": True})], "train.schedule.patience"),
-    ("uniform-on-int-key", [(("space", "model.lstm_units"), {"uniform": [4, 8]})],
-     "model.lstm_units"),
-    ("log-on-uniform", [(("space", "train.momentum"), {"uniform": [0.0, 0.9], "log": True})],
-     "train.momentum"),
-    ("chunk-below-one", [(("space", "train.schedule.chunks"), {"choice": [[0, 1]]})],
-     "train.schedule.chunks"),
-    ("chunk-above-length", [(("space", "train.schedule.chunks"), {"choice": [[1], [1000]]})],
-     "train.schedule.chunks"),
-    ("chunk-not-int", [(("space", "train.schedule.chunks"), {"choice": [["a"]]})],
-     "train.schedule.chunks"),
-    ("if-unknown-key", [(("space", "train.momentum"),
-                         {"uniform": [0.0, 0.9], "if": {"train.nesterov": [True]}})],
-     "train.momentum"),
-    ("if-invalid-value", [(("space", "train.momentum"),
-                           {"uniform": [0.0, 0.9], "if": {"train.optimizer": ["sgdd"]}})],
-     "train.optimizer"),
-    ("if-value-wrong-type", [(("space", "train.momentum"),
-                              {"uniform": [0.0, 0.9], "if": {"train.optimizer": [[1]]}})],
-     "space.train.momentum.if.train.optimizer"),
-    ("if-value-never-occurs", [(("space", "train.momentum"),
-                                {"uniform": [0.0, 0.9], "if": {"train.optimizer": ["adamw"]}})],
-     "train.momentum"),
-    ("if-cycle", [(("space", "train.optimizer"),
-                   {"choice": ["sgd", "adam"], "if": {"train.clip.mode": ["norm"]}}),
-                  (("space", "train.clip.mode"),
-                   {"choice": ["none", "norm"], "if": {"train.optimizer": ["sgd"]}})],
-     "if"),
-    ("if-on-continuous", [(("space", "train.clip.threshold"),
-                           {"loguniform": [0.5, 5.0], "if": {"train.lr": [0.01]}})],
-     "train.clip.threshold"),
+    ("low-above-high", [(("space", "train.momentum"), {"uniform": [0.9, 0.1]})], "train.momentum"),
+    (
+        "int-not-integer",
+        [(("space", "train.schedule.patience"), {"int": [1.5, 3]})],
+        "train.schedule.patience",
+    ),
+    (
+        "int-bound-huge",
+        [(("space", "train.schedule.patience"), {"int": [1, 10**400]})],
+        "train.schedule.patience",
+    ),
+    (
+        "int-log-from-zero",
+        [(("space", "train.schedule.patience"), {"int": [0, 3], "log": True})],
+        "train.schedule.patience",
+    ),
+    ("uniform-on-int-key", [(("space", "model.lstm_units"), {"uniform": [4, 8]})], "model.lstm_units"),
+    (
+        "log-on-uniform",
+        [(("space", "train.momentum"), {"uniform": [0.0, 0.9], "log": True})],
+        "train.momentum",
+    ),
+    (
+        "chunk-below-one",
+        [(("space", "train.schedule.chunks"), {"choice": [[0, 1]]})],
+        "train.schedule.chunks",
+    ),
+    (
+        "chunk-above-length",
+        [(("space", "train.schedule.chunks"), {"choice": [[1], [1000]]})],
+        "train.schedule.chunks",
+    ),
+    ("chunk-not-int", [(("space", "train.schedule.chunks"), {"choice": [["a"]]})], "train.schedule.chunks"),
+    (
+        "if-unknown-key",
+        [(("space", "train.momentum"), {"uniform": [0.0, 0.9], "if": {"train.nesterov": [True]}})],
+        "train.momentum",
+    ),
+    (
+        "if-invalid-value",
+        [(("space", "train.momentum"), {"uniform": [0.0, 0.9], "if": {"train.optimizer": ["sgdd"]}})],
+        "train.optimizer",
+    ),
+    (
+        "if-value-wrong-type",
+        [(("space", "train.momentum"), {"uniform": [0.0, 0.9], "if": {"train.optimizer": [[1]]}})],
+        "space.train.momentum.if.train.optimizer",
+    ),
+    (
+        "if-value-never-occurs",
+        [(("space", "train.momentum"), {"uniform": [0.0, 0.9], "if": {"train.optimizer": ["adamw"]}})],
+        "train.momentum",
+    ),
+    (
+        "if-cycle",
+        [
+            (("space", "train.optimizer"), {"choice": ["sgd", "adam"], "if": {"train.clip.mode": ["norm"]}}),
+            (("space", "train.clip.mode"), {"choice": ["none", "norm"], "if": {"train.optimizer": ["sgd"]}}),
+        ],
+        "if",
+    ),
+    (
+        "if-on-continuous",
+        [(("space", "train.clip.threshold"), {"loguniform": [0.5, 5.0], "if": {"train.lr": [0.01]}})],
+        "train.clip.threshold",
+    ),
     ("grid-with-optuna", [(("space", "train.seed"), {"grid": [0, 1]})], "train.seed"),
-    ("grid-with-if", [(("space", "train.seed"),
-                       {"grid": [0, 1], "if": {"train.optimizer": ["sgd"]}}),
-                      (("search", "algorithm"), "grid")], "train.seed"),
-    ("grid-conditional-choice", [(("search", "algorithm"), "grid"),
-                                 (("space", "train.momentum"),
-                                  {"choice": [0.0, 0.9], "if": {"train.optimizer": ["sgd"]}})],
-     "train.momentum"),
+    (
+        "grid-with-if",
+        [
+            (("space", "train.seed"), {"grid": [0, 1], "if": {"train.optimizer": ["sgd"]}}),
+            (("search", "algorithm"), "grid"),
+        ],
+        "train.seed",
+    ),
+    (
+        "grid-conditional-choice",
+        [
+            (("search", "algorithm"), "grid"),
+            (("space", "train.momentum"), {"choice": [0.0, 0.9], "if": {"train.optimizer": ["sgd"]}}),
+        ],
+        "train.momentum",
+    ),
     ("pbt-with-optuna", [(("search", "scheduler"), {"type": "pbt"})], "search.scheduler.type"),
-    ("pbt-conditional-threshold", [(("search", "scheduler"), {"type": "pbt"}),
-                                   (("search", "algorithm"), "random")], "train.clip.threshold"),
-    ("pbt-interval-vs-checkpoint",
-     [(("search", "scheduler"), {"type": "pbt", "perturbation_interval": 3}),
-      (("search", "algorithm"), "random"), (("space", "train.clip.threshold"), DROP)],
-     "search.scheduler.perturbation_interval"),
+    (
+        "pbt-conditional-threshold",
+        [(("search", "scheduler"), {"type": "pbt"}), (("search", "algorithm"), "random")],
+        "train.clip.threshold",
+    ),
+    (
+        "pbt-interval-vs-checkpoint",
+        [
+            (("search", "scheduler"), {"type": "pbt", "perturbation_interval": 3}),
+            (("search", "algorithm"), "random"),
+            (("space", "train.clip.threshold"), DROP),
+        ],
+        "search.scheduler.perturbation_interval",
+    ),
     ("num-samples-zero", [(("search", "num_samples"), 0)], "search.num_samples"),
     ("time-budget-zero", [(("search", "time_budget_s"), 0)], "search.time_budget_s"),
     ("max-concurrent-zero", [(("search", "max_concurrent"), 0)], "search.max_concurrent"),
-    ("max-t-below-grace", [(("search", "scheduler"),
-                            {"type": "asha", "grace_period": 5, "max_t": 2})],
-     "search.scheduler.max_t"),
+    (
+        "max-t-below-grace",
+        [(("search", "scheduler"), {"type": "asha", "grace_period": 5, "max_t": 2})],
+        "search.scheduler.max_t",
+    ),
     ("cpu-zero", [(("resources",), {"cpu": 0})], "resources.cpu"),
     ("gpu-negative", [(("resources",), {"gpu": -1})], "resources.gpu"),
-    ("time-to-target-no-target", [(("search", "metric"), "time_to_target")],
-     "search.target_loss"),
+    ("time-to-target-no-target", [(("search", "metric"), "time_to_target")], "search.target_loss"),
     ("val-loss-no-holdout", [(("search", "metric"), "val_loss")], "search.metric"),
     ("best-val-loss-no-holdout", [(("search", "metric"), "best_val_loss")], "search.metric"),
     ("metric-renamed-loss", [(("search", "metric"), "loss")], "renamed 'train_loss'"),
@@ -651,21 +736,37 @@ INVALID = [
     ("fixed-int-infinite", [(("data", "n_series"), math.inf)], "data.n_series"),
     ("section-not-mapping", [(("model",), [1, 2])], "model"),
     ("space-value-invalid", [(("space", "train.lr"), {"choice": [0.1, -1.0]})], "train.lr"),
-    ("case-unknown-key", [(("space", "case"), {"grid": [{"name": "a", "train.lrr": 0.1}]}),
-                          (("search", "algorithm"), "grid")], "train.lrr"),
-    ("case-without-name", [(("space", "case"), {"grid": [{"train.lr": 0.1}]}),
-                           (("search", "algorithm"), "random")], "case"),
-    ("case-sets-searched-key", [(("space", "case"), {"grid": [{"name": "a", "train.lr": 0.1}]}),
-                                (("search", "algorithm"), "random")], "train.lr"),
-    ("case-invalid-value", [(("space", "case"),
-                             {"grid": [{"name": "a", "model.lstm_units": -1}]}),
-                            (("search", "algorithm"), "random")], "model.lstm_units"),
+    (
+        "case-unknown-key",
+        [(("space", "case"), {"grid": [{"name": "a", "train.lrr": 0.1}]}), (("search", "algorithm"), "grid")],
+        "train.lrr",
+    ),
+    (
+        "case-without-name",
+        [(("space", "case"), {"grid": [{"train.lr": 0.1}]}), (("search", "algorithm"), "random")],
+        "case",
+    ),
+    (
+        "case-sets-searched-key",
+        [
+            (("space", "case"), {"grid": [{"name": "a", "train.lr": 0.1}]}),
+            (("search", "algorithm"), "random"),
+        ],
+        "train.lr",
+    ),
+    (
+        "case-invalid-value",
+        [
+            (("space", "case"), {"grid": [{"name": "a", "model.lstm_units": -1}]}),
+            (("search", "algorithm"), "random"),
+        ],
+        "model.lstm_units",
+    ),
 ]
 
 
 @pytest.mark.parametrize("name,patches,key", INVALID, ids=[c[0] for c in INVALID])
-def test_load_space_invalid_file_raises_one_line(tmp_path: Path, name: str, patches: list,
-                                                 key: str) -> None:
+def test_load_space_invalid_file_raises_one_line(tmp_path: Path, name: str, patches: list, key: str) -> None:
     path = write(tmp_path, with_patch(*patches), f"{name}.yaml")
     with pytest.raises(ConfigError) as info:
         load_space(path)
@@ -700,16 +801,59 @@ def test_space_from_dict_names_source_in_errors() -> None:
 # ---------------------------------------------------------------------------- property
 
 
-TOKENS = ["name", "data", "model", "train", "space", "search", "resources", "case", "if", "log",
-          "choice", "uniform", "loguniform", "int", "grid", "train.lr", "train.optimizer",
-          "train.schedule.chunks", "train.clip.mode", "train.momentum", "model.lstm_units",
-          "data.length", "algorithm", "scheduler", "type", "pbt", "asha", "optuna", "random",
-          "num_samples", "metric", "time_to_target", "sgd", "adam", "norm", "cpu", "gpu"]
-scalars = (st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats()
-           | st.text(max_size=8) | st.sampled_from(TOKENS))
+TOKENS = [
+    "name",
+    "data",
+    "model",
+    "train",
+    "space",
+    "search",
+    "resources",
+    "case",
+    "if",
+    "log",
+    "choice",
+    "uniform",
+    "loguniform",
+    "int",
+    "grid",
+    "train.lr",
+    "train.optimizer",
+    "train.schedule.chunks",
+    "train.clip.mode",
+    "train.momentum",
+    "model.lstm_units",
+    "data.length",
+    "algorithm",
+    "scheduler",
+    "type",
+    "pbt",
+    "asha",
+    "optuna",
+    "random",
+    "num_samples",
+    "metric",
+    "time_to_target",
+    "sgd",
+    "adam",
+    "norm",
+    "cpu",
+    "gpu",
+]
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 10**6)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.sampled_from(TOKENS)
+)
 keys = st.sampled_from(TOKENS) | st.text(max_size=8) | st.integers(-2, 3) | st.none()
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                      | st.dictionaries(keys, inner, max_size=4), max_leaves=16)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
+    max_leaves=16,
+)
 VALID = load_space(ROOT / "search_spaces" / "full.yaml").raw
 
 
@@ -732,15 +876,17 @@ def documents(draw: st.DrawFn) -> Any:
                 break
             node = node[key]
         if isinstance(node, dict):
-            node[draw(keys if draw(st.booleans()) else st.sampled_from(sorted(node, key=str)
-                                                                      or ["x"]))] = draw(values)
+            node[draw(keys if draw(st.booleans()) else st.sampled_from(sorted(node, key=str) or ["x"]))] = (
+                draw(values)
+            )
     return doc
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=documents(), raw_text=st.none() | st.text(max_size=60))
 def test_load_space_random_documents_succeed_or_raise_config_error(
-        tmp_path_factory: pytest.TempPathFactory, doc: Any, raw_text: str | None) -> None:
+    tmp_path_factory: pytest.TempPathFactory, doc: Any, raw_text: str | None
+) -> None:
     path = tmp_path_factory.getbasetemp() / "random.yaml"
     text = raw_text if raw_text is not None else yaml.safe_dump(doc, allow_unicode=True)
     path.write_text(text, encoding="utf-8")
@@ -760,12 +906,19 @@ def test_load_space_full_starts_from_article_best_and_plain_adam() -> None:
     spec = load_space(ROOT / "search_spaces" / "full.yaml")
     best, plain_adam = spec.search.start_from
     # the article's best setting first: Adam, global-norm clip 1.0, chunks 100 -> 1, patience 20
-    assert (best["train.optimizer"], best["train.clip.mode"], best["train.clip.threshold"],
-            best["train.schedule.chunks"], best["train.schedule.patience"]) == \
-        ("adam", "norm", 1.0, [100, 50, 10, 2, 1], 20)
+    assert (
+        best["train.optimizer"],
+        best["train.clip.mode"],
+        best["train.clip.threshold"],
+        best["train.schedule.chunks"],
+        best["train.schedule.patience"],
+    ) == ("adam", "norm", 1.0, [100, 50, 10, 2, 1], 20)
     # then plain Adam: no clipping (so no threshold: its condition fails), full BPTT
-    assert (plain_adam["train.optimizer"], plain_adam["train.clip.mode"],
-            plain_adam["train.schedule.chunks"]) == ("adam", "none", [1])
+    assert (
+        plain_adam["train.optimizer"],
+        plain_adam["train.clip.mode"],
+        plain_adam["train.schedule.chunks"],
+    ) == ("adam", "none", [1])
     assert "train.clip.threshold" not in plain_adam
     # each point resolves to a valid Config carrying its values
     config, _ = resolve(spec, {k: v for k, v in best.items()})
@@ -781,9 +934,14 @@ def test_start_points_are_encoded_like_suggestions() -> None:
 
 
 def test_load_space_start_from_round_trips_and_follows_overrides(tmp_path: Path) -> None:
-    point = {"train.optimizer": "sgd", "train.lr": 0.01, "train.momentum": 0.5,
-             "train.clip.mode": "none", "train.schedule.chunks": [4, 1],
-             "train.schedule.patience": 5}
+    point = {
+        "train.optimizer": "sgd",
+        "train.lr": 0.01,
+        "train.momentum": 0.5,
+        "train.clip.mode": "none",
+        "train.schedule.chunks": [4, 1],
+        "train.schedule.patience": 5,
+    }
     spec = spec_of(tmp_path, with_patch((("search", "start_from"), [point])))
     # the point is kept as written (plain values) and written back to study.yaml
     assert spec.search.start_from == (point,)
@@ -795,11 +953,22 @@ def test_load_space_start_from_round_trips_and_follows_overrides(tmp_path: Path)
 
 
 def test_load_space_start_from_checks_the_whole_config(tmp_path: Path) -> None:
-    doc = with_patch((("space", "model.lstm_units"), {"int": [2, 8]}),
-                     (("search", "start_from"), [{
-                         "train.optimizer": "adam", "train.lr": 0.01, "train.clip.mode": "none",
-                         "train.schedule.chunks": [1], "train.schedule.patience": 5,
-                         "model.lstm_units": 9}]))
+    doc = with_patch(
+        (("space", "model.lstm_units"), {"int": [2, 8]}),
+        (
+            ("search", "start_from"),
+            [
+                {
+                    "train.optimizer": "adam",
+                    "train.lr": 0.01,
+                    "train.clip.mode": "none",
+                    "train.schedule.chunks": [1],
+                    "train.schedule.patience": 5,
+                    "model.lstm_units": 9,
+                }
+            ],
+        ),
+    )
     # a value outside its int range is named with the point's index and the range
     with pytest.raises(ConfigError, match=r"start_from\[0\]\.model\.lstm_units: got 9.*\[2, 8\]"):
         spec_of(tmp_path, doc)
@@ -819,7 +988,8 @@ def test_load_space_empty_file_refused(tmp_path: Path) -> None:
 
 def test_load_space_duplicate_case_key_refused_with_lines(tmp_path: Path) -> None:
     text = yaml.safe_dump(BASE, sort_keys=False).replace(
-        "  train.lr:", "  train.optimizer: {choice: [sgd]}\n  train.lr:", 1)
+        "  train.lr:", "  train.optimizer: {choice: [sgd]}\n  train.lr:", 1
+    )
     # a searched key written twice is refused with both line numbers (PyYAML keeps the last)
     with pytest.raises(ConfigError, match=r"'train.optimizer' appears twice \(lines \d+ and \d+\)"):
         load_space(write(tmp_path, text))
@@ -828,10 +998,14 @@ def test_load_space_duplicate_case_key_refused_with_lines(tmp_path: Path) -> Non
 def test_load_space_case_override_keeps_that_case_start_points(tmp_path: Path) -> None:
     doc = ablation_doc()
     doc["search"]["start_from"] = [
-        {"case": "adam-clip", "train.seed": 0, "train.schedule.chunks": [1],
-         "train.schedule.patience": 5},
-        {"case": "sgd-baseline", "train.seed": 1, "train.schedule.chunks": [4, 1],
-         "train.schedule.patience": 6}]
+        {"case": "adam-clip", "train.seed": 0, "train.schedule.chunks": [1], "train.schedule.patience": 5},
+        {
+            "case": "sgd-baseline",
+            "train.seed": 1,
+            "train.schedule.chunks": [4, 1],
+            "train.schedule.patience": 6,
+        },
+    ]
     # a case grid's start points name a case; case=NAME keeps only that case's points
     assert len(spec_of(tmp_path, doc).search.start_from) == 2
     kept = spec_of(tmp_path, doc, ["case=sgd-baseline"]).search.start_from

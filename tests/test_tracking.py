@@ -20,8 +20,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_faults import (descendants, finish, kill_all, kill_procs, marked, poll, psutil,
-                               search_cmd, start, tail, trial_results, write_space)
+from tests.test_faults import (
+    descendants,
+    finish,
+    kill_all,
+    kill_procs,
+    marked,
+    poll,
+    psutil,
+    search_cmd,
+    start,
+    tail,
+    trial_results,
+    write_space,
+)
 from tuner import results as results_mod
 from tuner import search as search_mod
 from tuner.core.config import ConfigError
@@ -44,8 +56,19 @@ def tracked(ray_session, tmp_path_factory):
     pytest.importorskip("mlflow")
     pytest.importorskip("tensorboardX")
     results = tmp_path_factory.mktemp("tracked") / "results"
-    rc = search_mod.main(["--space", str(SMOKE), "--smoke", "--results-dir", str(results),
-                          "--no-dashboard", "--no-report", "--mlflow", "--tensorboard"])
+    rc = search_mod.main(
+        [
+            "--space",
+            str(SMOKE),
+            "--smoke",
+            "--results-dir",
+            str(results),
+            "--no-dashboard",
+            "--no-report",
+            "--mlflow",
+            "--tensorboard",
+        ]
+    )
     assert rc == 0
     study = results / "smoke"
     trials, epochs = results_mod.load_tables(study)
@@ -83,7 +106,8 @@ def test_mlflow_runs_equal_trials_csv(tracked):
         assert run["tags.tuner.status"] == row["status"]
         assert run["status"] == "FINISHED"
         history = MlflowClient(f"sqlite:///{study / 'mlflow.db'}").get_metric_history(
-            run["run_id"], "train_loss")
+            run["run_id"], "train_loss"
+        )
         mine = epochs[epochs["trial_id"] == row["trial_id"]]
         assert [m.step for m in history] == mine["epoch"].tolist()
         assert [m.value for m in history] == pytest.approx(mine["train_loss"].tolist(), rel=1e-6)
@@ -98,8 +122,7 @@ def test_mlflow_runs_equal_trials_csv(tracked):
 def test_tensorboard_event_files_hold_the_epoch_metrics(tracked):
     # Rule: --tensorboard leaves TensorBoard event files in each trial's folder under ray/,
     # and TensorBoard's own reader finds every epoch's train_loss there (step = epoch).
-    event_accumulator = pytest.importorskip(
-        "tensorboard.backend.event_processing.event_accumulator")
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     study, trials, epochs = tracked
     for row in trials.to_dict("records"):
         folder = study / "ray" / "search" / f"trial_{row['trial_id']}"
@@ -123,8 +146,7 @@ def test_optuna_dashboard_serves_the_study_over_http(tracked, tmp_path):
     # Rule: with the [dashboard] extra, `optuna-dashboard sqlite:///.../optuna.db` serves the
     # smoke study on 127.0.0.1: its study-list API answers with the study and its 4 trials.
     pytest.importorskip("optuna_dashboard")
-    exe = shutil.which("optuna-dashboard", path=f"{Path(sys.executable).parent}:"
-                       f"{os.environ.get('PATH', '')}")
+    exe = shutil.which("optuna-dashboard", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     if exe is None:
         pytest.skip("the optuna-dashboard command is not installed")
     study, _, _ = tracked
@@ -132,9 +154,21 @@ def test_optuna_dashboard_serves_the_study_over_http(tracked, tmp_path):
     base = f"http://127.0.0.1:{port}/api/studies"
     log = tmp_path / "dashboard.log"
     with log.open("wb") as fh:  # wsgiref: one process (gunicorn would fork workers)
-        proc = subprocess.Popen([exe, f"sqlite:///{study / 'optuna.db'}", "--host", "127.0.0.1",
-                                 "--port", str(port), "--server", "wsgiref"], stdout=fh,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                exe,
+                f"sqlite:///{study / 'optuna.db'}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--server",
+                "wsgiref",
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
     def get(url: str):
         try:
@@ -163,8 +197,7 @@ def test_mlflow_flag_without_mlflow_installed_is_one_line(tmp_path, monkeypatch,
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now fails
     monkeypatch.setattr(cluster, "start_ray", lambda *a: pytest.fail("Ray was started"))
     capsys.readouterr()
-    rc = search_mod.main(["--space", str(SMOKE), "--smoke", "--results-dir",
-                          str(tmp_path / "r"), "--mlflow"])
+    rc = search_mod.main(["--space", str(SMOKE), "--smoke", "--results-dir", str(tmp_path / "r"), "--mlflow"])
     (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == 2 and line.startswith("error: --mlflow:") and '".[mlflow]"' in line
     assert not (tmp_path / "r" / "smoke").exists()
@@ -177,8 +210,9 @@ def test_tensorboard_flag_without_tensorboardx_is_one_line(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
     monkeypatch.setattr(cluster, "start_ray", lambda *a: pytest.fail("Ray was started"))
     capsys.readouterr()
-    rc = search_mod.main(["--space", str(SMOKE), "--smoke", "--results-dir",
-                          str(tmp_path / "r"), "--tensorboard"])
+    rc = search_mod.main(
+        ["--space", str(SMOKE), "--smoke", "--results-dir", str(tmp_path / "r"), "--tensorboard"]
+    )
     (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == 2 and line.startswith("error: --tensorboard:") and '".[tensorboard]"' in line
 
@@ -194,18 +228,26 @@ def test_mlflow_driver_sigkilled_then_resume_keeps_one_run_per_trial(tmp_path):
 
     max_epochs = 12
     space = write_space(
-        tmp_path, "killmlflow", {"train.seed": {"grid": [0, 1, 2]}},
-        data={"length": 3000}, train={"max_epochs": max_epochs, "schedule": {"chunks": [100]}},
-        search={"algorithm": "grid", "num_samples": 1, "checkpoint_every": 1})
+        tmp_path,
+        "killmlflow",
+        {"train.seed": {"grid": [0, 1, 2]}},
+        data={"length": 3000},
+        train={"max_epochs": max_epochs, "schedule": {"chunks": [100]}},
+        search={"algorithm": "grid", "num_samples": 1, "checkpoint_every": 1},
+    )
     results, log = tmp_path / "results", tmp_path / "search.log"
     study = results / "killmlflow"
     proc = start(search_cmd(space, results, "--mlflow"), log)
     try:
+
         def second_running():
             runs = trial_results(study)
             done = [k for k, rows in runs.items() if rows and rows[-1].get("finished")]
-            running = [k for k, rows in runs.items()
-                       if rows and not rows[-1].get("finished") and rows[-1]["epoch"] >= 2]
+            running = [
+                k
+                for k, rows in runs.items()
+                if rows and not rows[-1].get("finished") and rows[-1]["epoch"] >= 2
+            ]
             return done and running
 
         poll(second_running, 240, "trial 1 done, trial 2 at epoch 2", proc, log)
@@ -236,8 +278,10 @@ def test_mlflow_driver_sigkilled_then_resume_keeps_one_run_per_trial(tmp_path):
         assert run["metrics.train_loss"] == pytest.approx(row["train_loss"], rel=1e-6)
 
 
-@pytest.mark.parametrize("value, expected", [(True, "local"), (False, None), (None, None),
-                                             ("http://127.0.0.1:5000", "http://127.0.0.1:5000")])
+@pytest.mark.parametrize(
+    "value, expected",
+    [(True, "local"), (False, None), (None, None), ("http://127.0.0.1:5000", "http://127.0.0.1:5000")],
+)
 def test_space_search_mlflow_accepts_switch_or_uri(value, expected):
     # Rule: `search.mlflow` in a space file is a switch (true = the study's local store) or a
     # tracking URI, and survives the round trip through study.yaml.

@@ -15,8 +15,7 @@ import torch
 from tests.conftest import tiny
 from tuner.core.data import prepare
 from tuner.core.model import QNet
-from tuner.core.train import (EPOCH_COLUMNS, chunk_bounds, evaluate, fit, load_checkpoint,
-                              save_checkpoint)
+from tuner.core.train import EPOCH_COLUMNS, chunk_bounds, evaluate, fit, load_checkpoint, save_checkpoint
 
 
 @pytest.mark.parametrize("steps,n", [(100, 1), (100, 3), (101, 7), (5, 5), (10, 100)])
@@ -42,8 +41,14 @@ def test_train_same_seed_same_losses():
 
 def test_train_loss_falls_with_adam():
     # Rule: on a small problem Adam lowers the epoch loss.
-    cfg = tiny(**{"train.optimizer": "adam", "train.lr": 0.01, "train.max_epochs": 15,
-                  "train.schedule.chunks": "[4]"})
+    cfg = tiny(
+        **{
+            "train.optimizer": "adam",
+            "train.lr": 0.01,
+            "train.max_epochs": 15,
+            "train.schedule.chunks": "[4]",
+        }
+    )
     losses = [r["train_loss_running"] for r in fit(cfg).records]
     assert losses[-1] < 0.8 * losses[0]
 
@@ -51,8 +56,14 @@ def test_train_loss_falls_with_adam():
 def test_train_huge_lr_sgd_diverges_without_exception():
     # Rule: a non-finite loss (running, or the end-of-epoch train_loss) ends the run with status
     # diverged and its epoch, never an exception.
-    cfg = tiny(**{"train.optimizer": "sgd", "train.lr": 1e12, "train.max_epochs": 20,
-                  "train.schedule.chunks": "[10]"})
+    cfg = tiny(
+        **{
+            "train.optimizer": "sgd",
+            "train.lr": 1e12,
+            "train.max_epochs": 20,
+            "train.schedule.chunks": "[10]",
+        }
+    )
     result = fit(cfg)
     assert result.status == "diverged"
     assert result.diverged_epoch == len(result.records)
@@ -98,7 +109,7 @@ def test_train_state_reset_each_epoch_and_detached_between_chunks(monkeypatch):
     fit(tiny(**{"train.schedule.chunks": "[4]", "train.max_epochs": 2}))
     assert len(seen) == 8
     for epoch in range(2):
-        chunks = seen[epoch * 4:(epoch + 1) * 4]
+        chunks = seen[epoch * 4 : (epoch + 1) * 4]
         assert chunks[0] is None
         assert all(s == (False, None) for s in chunks[1:])
 
@@ -106,9 +117,15 @@ def test_train_state_reset_each_epoch_and_detached_between_chunks(monkeypatch):
 def test_train_schedule_moves_to_next_chunk_count():
     # Rule: the schedule's stage and N appear in the records; the first epoch sets the best loss,
     # and each later non-improving epoch (patience 1) moves to the next N, ending on the last.
-    cfg = tiny(**{"train.lr": 1e-12, "train.schedule.chunks": "[6, 2, 1]",
-                  "train.schedule.patience": 1, "train.schedule.min_delta": 1.0,
-                  "train.max_epochs": 5})
+    cfg = tiny(
+        **{
+            "train.lr": 1e-12,
+            "train.schedule.chunks": "[6, 2, 1]",
+            "train.schedule.patience": 1,
+            "train.schedule.min_delta": 1.0,
+            "train.max_epochs": 5,
+        }
+    )
     records = fit(cfg).records
     assert [r["chunks"] for r in records] == [6, 6, 2, 1, 1]
     assert [r["stage"] for r in records] == [0, 0, 1, 2, 2]
@@ -169,17 +186,30 @@ RESUME_SCRIPT = textwrap.dedent("""
 
 def test_train_checkpoint_round_trip_in_fresh_process(tmp_path):
     # Rule: 3 epochs, save, restore in a fresh process, 2 more == 5 uninterrupted epochs (CPU).
-    cfg = tiny(**{"train.optimizer": "adam", "model.noise_std": 0.1, "train.max_epochs": 5,
-                  "train.clip.mode": "adaptive", "train.clip.warmup": 2,
-                  "train.schedule.chunks": "[6, 3, 1]", "train.schedule.patience": 1})
+    cfg = tiny(
+        **{
+            "train.optimizer": "adam",
+            "model.noise_std": 0.1,
+            "train.max_epochs": 5,
+            "train.clip.mode": "adaptive",
+            "train.clip.warmup": 2,
+            "train.schedule.chunks": "[6, 3, 1]",
+            "train.schedule.patience": 1,
+        }
+    )
     full = [r["train_loss_running"] for r in fit(cfg).records]
     path = tmp_path / "state.pt"
     fit(cfg, lambda r, s: save_checkpoint(s, path) if s.epoch == 3 else None)
     assert load_checkpoint(path)["epoch"] == 3
     path3 = tmp_path / "at3.pt"
     path.rename(path3)
-    out = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(path3)], capture_output=True,
-                         text=True, check=True, cwd=str(_root()))
+    out = subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, str(path3)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=str(_root()),
+    )
     resumed = json.loads(out.stdout.strip().splitlines()[-1])
     assert resumed == full
 
@@ -194,16 +224,28 @@ def test_train_cli_writes_outputs_and_rejects_bad_keys(tmp_path):
     # Rule: the single-run CLI writes epochs.csv with the documented columns and model.pt, and a
     # config error is one line with exit code 2.
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "tuner.train", "--epochs", "2", "--out", str(out),
-            "data.n_series=2", "data.length=60", "data.window=4", "model.dense_units=4",
-            "model.lstm_units=4"]
+    args = [
+        sys.executable,
+        "-m",
+        "tuner.train",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "data.n_series=2",
+        "data.length=60",
+        "data.window=4",
+        "model.dense_units=4",
+        "model.lstm_units=4",
+    ]
     done = subprocess.run(args, capture_output=True, text=True, cwd=str(_root()))
     assert done.returncode == 0, done.stderr
     frame = pd.read_csv(out / "epochs.csv")
     assert list(frame.columns) == list(EPOCH_COLUMNS) and len(frame) == 2
     assert load_checkpoint(out / "model.pt")["epoch"] == 2
-    bad = subprocess.run(args[:-1] + ["train.optimzer=adam"], capture_output=True, text=True,
-                         cwd=str(_root()))
+    bad = subprocess.run(
+        args[:-1] + ["train.optimzer=adam"], capture_output=True, text=True, cwd=str(_root())
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "did you mean 'train.optimizer'" in bad.stderr
 
@@ -226,25 +268,34 @@ BLOCK_RAY = textwrap.dedent("""
 def test_train_core_imports_without_ray():
     # Rule: every module of the training core (and the single-run CLI) imports and runs with
     # Ray, Optuna and matplotlib unavailable.
-    out = subprocess.run([sys.executable, "-c", BLOCK_RAY], capture_output=True, text=True,
-                         cwd=str(_root()))
+    out = subprocess.run([sys.executable, "-c", BLOCK_RAY], capture_output=True, text=True, cwd=str(_root()))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "completed"
 
 
-@pytest.mark.parametrize("split", [{}, {"data.val_fraction": 0.25}, {"data.val_series": 1},
-                                   {"data.val_fraction": 0.25, "data.val_series": 1}])
+@pytest.mark.parametrize(
+    "split",
+    [
+        {},
+        {"data.val_fraction": 0.25},
+        {"data.val_series": 1},
+        {"data.val_fraction": 0.25, "data.val_series": 1},
+    ],
+)
 def test_train_eval_losses_equal_separate_evaluate(split):
     # Rule: each record's train_loss is the end-of-epoch model on the training steps in eval mode
     # (noise off, state from zero), i.e. a separate `evaluate` call on data.train, and val_loss is
     # `evaluate` on data.val, whatever the split (the tail hold-out scores both in one pass).
-    cfg = tiny(**{"train.optimizer": "adam", "model.noise_std": 0.3,
-                  "train.schedule.chunks": "[4]", **split})
+    cfg = tiny(**{"train.optimizer": "adam", "model.noise_std": 0.3, "train.schedule.chunks": "[4]", **split})
     data = prepare(cfg.data)
     seen = []
-    fit(cfg, lambda r, s: seen.append((r, evaluate(s.model, data.train),
-                                       evaluate(s.model, data.val) if data.val else math.nan)),
-        data=data)
+    fit(
+        cfg,
+        lambda r, s: seen.append(
+            (r, evaluate(s.model, data.train), evaluate(s.model, data.val) if data.val else math.nan)
+        ),
+        data=data,
+    )
     for record, train_loss, val_loss in seen:
         assert record["train_loss"] == pytest.approx(train_loss, rel=1e-6)
         assert record["train_loss"] != record["train_loss_running"]
@@ -261,7 +312,8 @@ def test_train_loss_comparable_across_chunk_counts_after_training():
     result = fit(cfg)
     data = prepare(cfg.data)
     assert result.records[-1]["train_loss"] == pytest.approx(
-        evaluate(result.state.model, data.train), rel=1e-6)
+        evaluate(result.state.model, data.train), rel=1e-6
+    )
 
 
 def _weights(model):
@@ -271,8 +323,15 @@ def _weights(model):
 def test_train_early_stopping_restores_best_weights_bit_for_bit():
     # Rule: after `patience` epochs without a held-out improvement larger than min_delta, the run
     # ends `early_stopped` with the weights of its best epoch, tensor for tensor identical.
-    cfg = tiny(**{"train.optimizer": "adam", "train.max_epochs": 10, "data.val_fraction": 0.25,
-                  "train.early_stopping.patience": 2, "train.early_stopping.min_delta": 10.0})
+    cfg = tiny(
+        **{
+            "train.optimizer": "adam",
+            "train.max_epochs": 10,
+            "data.val_fraction": 0.25,
+            "train.early_stopping.patience": 2,
+            "train.early_stopping.min_delta": 10.0,
+        }
+    )
     at = {}
 
     def keep(record, state):
@@ -284,15 +343,21 @@ def test_train_early_stopping_restores_best_weights_bit_for_bit():
     final = result.state.model.state_dict()
     assert all(torch.equal(final[k], at[1][k]) for k in final)
     assert not all(torch.equal(at[2][k], at[1][k]) for k in final)  # it did train on
-    assert result.best_val_loss == result.records[0]["val_loss"] == result.records[-1][
-        "best_val_loss"]
+    assert result.best_val_loss == result.records[0]["val_loss"] == result.records[-1]["best_val_loss"]
 
 
 def test_train_early_stopping_resumes_from_checkpoint(tmp_path):
     # Rule: a checkpoint carries the best weights and the no-improvement counter, so a run
     # resumed mid-way stops at the same epoch with the same weights as an uninterrupted one.
-    cfg = tiny(**{"train.optimizer": "adam", "train.max_epochs": 10, "data.val_fraction": 0.25,
-                  "train.early_stopping.patience": 3, "train.early_stopping.min_delta": 10.0})
+    cfg = tiny(
+        **{
+            "train.optimizer": "adam",
+            "train.max_epochs": 10,
+            "data.val_fraction": 0.25,
+            "train.early_stopping.patience": 3,
+            "train.early_stopping.min_delta": 10.0,
+        }
+    )
     whole = fit(cfg)
     path = tmp_path / "state.pt"
     fit(cfg, lambda r, s: save_checkpoint(s, path) if s.epoch == 2 else None)
@@ -303,10 +368,13 @@ def test_train_early_stopping_resumes_from_checkpoint(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    ({"train.early_stopping.patience": 3}, "needs a hold-out"),
-    ({"train.early_stopping.patience": 0, "data.val_fraction": 0.2}, "an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        ({"train.early_stopping.patience": 3}, "needs a hold-out"),
+        ({"train.early_stopping.patience": 0, "data.val_fraction": 0.2}, "an integer >= 1"),
+    ],
+)
 def test_train_early_stopping_config_rejected(overrides, expected):
     # Rule: early stopping needs held-out data and a patience >= 1; otherwise one line that
     # names the key and what is allowed.
@@ -324,17 +392,33 @@ def test_train_cli_prints_split_baselines_and_three_losses(tmp_path):
     # baselines and per epoch train_loss_running, train_loss and val_loss; --save-best writes the
     # best epoch's weights, which equal the restored model's.
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "tuner.train", "--config", "search_spaces/seed_ablation.yaml",
-            "--epochs", "3", "--out", str(out), "--save-best", str(tmp_path / "best.pt"),
-            "data.n_series=4", "data.length=200", "data.window=8", "model.dense_units=4",
-            "model.lstm_units=4", "train.threads=1"]
+    args = [
+        sys.executable,
+        "-m",
+        "tuner.train",
+        "--config",
+        "search_spaces/seed_ablation.yaml",
+        "--epochs",
+        "3",
+        "--out",
+        str(out),
+        "--save-best",
+        str(tmp_path / "best.pt"),
+        "data.n_series=4",
+        "data.length=200",
+        "data.window=8",
+        "model.dense_units=4",
+        "model.lstm_units=4",
+        "train.threads=1",
+    ]
     done = subprocess.run(args, capture_output=True, text=True, cwd=str(_root()))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert any(ln.startswith("split: 2 training series, 398 training steps; held out: 398 steps "
-                             "(2 whole series)") for ln in lines)
-    assert any(ln.startswith("baselines") and "zero train 1.0000" in ln and "ridge" in ln
-               for ln in lines)
+    assert any(
+        ln.startswith("split: 2 training series, 398 training steps; held out: 398 steps (2 whole series)")
+        for ln in lines
+    )
+    assert any(ln.startswith("baselines") and "zero train 1.0000" in ln and "ridge" in ln for ln in lines)
     epochs = [ln for ln in lines if ln.startswith("epoch")]
     assert len(epochs) == 3
     assert all(k in ln for ln in epochs for k in ("train_loss_running", "train_loss ", "val_loss"))

@@ -45,16 +45,17 @@ def test_load_text_refuses_recursive_alias() -> None:
         yamlio.load_text("a: &a [1, *a]\n")
 
 
-@pytest.mark.parametrize("text,key,lines", [
-    ("train: {lr: 0.1}\nmodel: {}\ntrain: {max_epochs: 2}\n", "train", (1, 3)),
-    ("train:\n  lr: 0.1\n  clip:\n    mode: norm\n    mode: value\n", "mode", (4, 5)),
-    ("space:\n  - {a: 1, a: 2}\n", "a", (2, 2)),
-])
-def test_load_text_refuses_duplicate_keys_at_any_depth(text: str, key: str,
-                                                       lines: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    "text,key,lines",
+    [
+        ("train: {lr: 0.1}\nmodel: {}\ntrain: {max_epochs: 2}\n", "train", (1, 3)),
+        ("train:\n  lr: 0.1\n  clip:\n    mode: norm\n    mode: value\n", "mode", (4, 5)),
+        ("space:\n  - {a: 1, a: 2}\n", "a", (2, 2)),
+    ],
+)
+def test_load_text_refuses_duplicate_keys_at_any_depth(text: str, key: str, lines: tuple[int, int]) -> None:
     # a key written twice in one mapping is refused with both lines (PyYAML keeps the last)
-    with pytest.raises(yamlio.YamlError,
-                       match=rf"'{key}' appears twice \(lines {lines[0]} and {lines[1]}\)"):
+    with pytest.raises(yamlio.YamlError, match=rf"'{key}' appears twice \(lines {lines[0]} and {lines[1]}\)"):
         yamlio.load_text(text)
 
 
@@ -80,8 +81,10 @@ def test_config_error_message_of_a_huge_value_is_short() -> None:
     assert len(str(info.value)) < 200
 
 
-@pytest.mark.parametrize("text,value", [("1e-4", 1e-4), ("2.0e6", 2e6), ("+3E2", 300.0),
-                                        ("1_000", 1000.0), ("inf", "inf"), ("x1e3", "x1e3")])
+@pytest.mark.parametrize(
+    "text,value",
+    [("1e-4", 1e-4), ("2.0e6", 2e6), ("+3E2", 300.0), ("1_000", 1000.0), ("inf", "inf"), ("x1e3", "x1e3")],
+)
 def test_number_reads_yaml11_exponents(text: str, value: object) -> None:
     # PyYAML leaves '1e-4' a string; number() reads it; other strings pass through unchanged
     assert yamlio.number(text) == value

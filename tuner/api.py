@@ -134,20 +134,40 @@ def load_study(path: str | Path) -> Study:
     trials, epochs = load_tables(folder)
     best = folder / "best_config.yaml"
     last = (study_state(folder)["experiments"] or [{}])[-1]
-    return Study(name=folder.name, dir=folder, trials=trials, epochs=epochs,
-                 best_config=yaml.safe_load(best.read_text()) if best.exists() else None,
-                 finished=bool(last.get("finished")), why=last.get("why", ""))
+    return Study(
+        name=folder.name,
+        dir=folder,
+        trials=trials,
+        epochs=epochs,
+        best_config=yaml.safe_load(best.read_text()) if best.exists() else None,
+        finished=bool(last.get("finished")),
+        why=last.get("why", ""),
+    )
 
 
-def run_search(space: str | Path, *, name: str | None = None, results_dir: str | Path = "results",
-               overrides: tuple[str, ...] | list[str] = (), smoke: bool = False,
-               **options: Any) -> Study:
+def run_search(
+    space: str | Path,
+    *,
+    name: str | None = None,
+    results_dir: str | Path = "results",
+    overrides: tuple[str, ...] | list[str] = (),
+    smoke: bool = False,
+    **options: Any,
+) -> Study:
     """Run (or resume=True / extend=N) a search, exactly as `python -m tuner.search`; its Study.
 
     `options` are the other `SearchOptions` fields (dashboard=False, num_samples=8, mlflow=
     "local", tensorboard=True, ...). Uses a Ray that is already initialised as it is."""
-    return run(SearchOptions(space=space, name=name, results_dir=results_dir,
-                             overrides=tuple(overrides), smoke=smoke, **options))
+    return run(
+        SearchOptions(
+            space=space,
+            name=name,
+            results_dir=results_dir,
+            overrides=tuple(overrides),
+            smoke=smoke,
+            **options,
+        )
+    )
 
 
 def _mlflow_setting(opts: SearchOptions, p, state: dict[str, Any]) -> str | None:
@@ -198,8 +218,7 @@ def _run(opts: SearchOptions, argv: list[str] | None) -> Study:
     return _finish(opts, p, uri, why)
 
 
-def _fit(opts: SearchOptions, p, argv: list[str] | None, uri: str | None,
-         artifacts: str | None):
+def _fit(opts: SearchOptions, p, argv: list[str] | None, uri: str | None, artifacts: str | None):
     """Start or join Ray, record the experiment, run Tune; (study state, ResultGrid, seconds)."""
     import ray
 
@@ -218,14 +237,19 @@ def _fit(opts: SearchOptions, p, argv: list[str] | None, uri: str | None,
         state = record_experiment(p, mlflow=uri)
         if uri and p.restore and not state["experiments"][-1].get("mlflow"):
             # Its callbacks were fixed when Tune first started it (restored from tuner.pkl).
-            print("warning: --mlflow: this experiment started without MLflow, so its trials "
-                  "are not logged; later --extend runs will be", file=sys.stderr)
+            print(
+                "warning: --mlflow: this experiment started without MLflow, so its trials "
+                "are not logged; later --extend runs will be",
+                file=sys.stderr,
+            )
         if url:
-            print(f"Ray dashboard: http://{url}  (its API wants Ray's token, ~/.ray/auth_token; "
-                  "no user accounts: keep it on 127.0.0.1)", flush=True)
+            print(
+                f"Ray dashboard: http://{url}  (its API wants Ray's token, ~/.ray/auth_token; "
+                "no user accounts: keep it on 127.0.0.1)",
+                flush=True,
+            )
         if not p.spec.uses_variant_generator:  # an Optuna study exists
-            print(f"Optuna dashboard: optuna-dashboard sqlite:///{p.study_dir / 'optuna.db'}",
-                  flush=True)
+            print(f"Optuna dashboard: optuna-dashboard sqlite:///{p.study_dir / 'optuna.db'}", flush=True)
         if uri:
             tracking.MlflowStudy(uri, p.spec.name, artifacts)  # the experiment, before Tune
             print(f"MLflow: mlflow ui --backend-store-uri {uri}", flush=True)
@@ -258,11 +282,10 @@ def _finish(opts: SearchOptions, p, uri: str | None, why: str) -> Study:
         best = best_trial(trials, p.spec.search.mode)
         try:
             MlflowStudy(uri, p.spec.name).finish(
-                trials, None if best is None else str(best["trial_id"]),
-                p.study_dir / "best_config.yaml")
+                trials, None if best is None else str(best["trial_id"]), p.study_dir / "best_config.yaml"
+            )
         except Exception as exc:  # a tracking server down must not lose a finished search
-            print(f"warning: MLflow runs not finished ({exc.__class__.__name__}: {exc})",
-                  file=sys.stderr)
+            print(f"warning: MLflow runs not finished ({exc.__class__.__name__}: {exc})", file=sys.stderr)
     if not why:
         print("interrupted: continue with the same command and --resume", file=sys.stderr)
     if opts.report:
@@ -271,7 +294,6 @@ def _finish(opts: SearchOptions, p, uri: str | None, why: str) -> Study:
 
             make_report(p.study_dir)
         except Exception as exc:  # a failed plot must not lose a finished search
-            print(f"warning: report not written ({exc.__class__.__name__}: {exc})",
-                  file=sys.stderr)
+            print(f"warning: report not written ({exc.__class__.__name__}: {exc})", file=sys.stderr)
     print(summary(p, trials))
     return load_study(p.study_dir)

@@ -16,11 +16,17 @@ COMMANDS = {
     "keys": ("tuner.keys", "list every config key with its default and doc"),
 }
 
-USAGE = "usage: lstm-tuner {" + ",".join(COMMANDS) + "} [--help] ...\n\n" + "\n".join(
-    f"  {name:<8}{doc}" for name, (_, doc) in COMMANDS.items()) + (
-    "\n\nexamples:\n  lstm-tuner search --space search_spaces/full.yaml\n"
-    "  lstm-tuner search --space search_spaces/smoke.yaml --smoke\n"
-    "  lstm-tuner train --config results/full/best_config.yaml --epochs 20\n")
+USAGE = (
+    "usage: lstm-tuner {"
+    + ",".join(COMMANDS)
+    + "} [--help] ...\n\n"
+    + "\n".join(f"  {name:<8}{doc}" for name, (_, doc) in COMMANDS.items())
+    + (
+        "\n\nexamples:\n  lstm-tuner search --space search_spaces/full.yaml\n"
+        "  lstm-tuner search --space search_spaces/smoke.yaml --smoke\n"
+        "  lstm-tuner train --config results/full/best_config.yaml --epochs 20\n"
+    )
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,13 +28,20 @@ def start_ray(args) -> tuple[str | None, bool]:
 
         why = probe_ray_head(args.address)  # at most 2 x 5 s, never a hang
         if why:
-            raise ConfigError(f"--address: {args.address}: {why}; allowed: the address of a "
-                              "running Ray head (ray start --head)")
+            raise ConfigError(
+                f"--address: {args.address}: {why}; allowed: the address of a "
+                "running Ray head (ray start --head)"
+            )
         ctx = ray.init(address=args.address)
         return ctx.dashboard_url or None, True
-    ctx = ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-                   include_dashboard=args.dashboard,
-                   dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
+    ctx = ray.init(
+        address="local",
+        num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus,
+        include_dashboard=args.dashboard,
+        dashboard_host=args.dashboard_host,
+        dashboard_port=args.dashboard_port,
+    )
     return (ctx.dashboard_url if args.dashboard else None), True
 
 
@@ -51,4 +58,5 @@ def check_resources(spec: SpaceFile) -> None:
         raise ConfigError(
             f"resources: a trial asks for {cpu:g} CPU and {gpu:g} GPU but no node has that "
             f"(cluster: {len(nodes)} node(s), {total.get('CPU', 0):g} CPU, "
-            f"{total.get('GPU', 0):g} GPU, largest node {biggest:g} CPU); allowed: at most that")
+            f"{total.get('GPU', 0):g} GPU, largest node {biggest:g} CPU); allowed: at most that"
+        )

@@ -12,7 +12,8 @@ import dataclasses
 import inspect
 import sys
 import typing
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from tuner.core import config as config_mod
 
@@ -23,9 +24,13 @@ def _field_docs(cls: type) -> dict[str, str]:
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
     for stmt, nxt in zip(body, body[1:]):
-        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
+        if (
+            isinstance(stmt, ast.AnnAssign)
+            and isinstance(stmt.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
             docs[stmt.target.id] = " ".join(nxt.value.value.split())
     return docs
 
@@ -53,15 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tuner.keys",
         description="List every config key (data.*, model.*, train.*) with its type, default and doc.",
-        epilog="examples:\n  python -m tuner.keys\n  python -m tuner.keys train.clip\n"
-               "  lstm-tuner keys data",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog="examples:\n  python -m tuner.keys\n  python -m tuner.keys train.clip\n  lstm-tuner keys data",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("prefix", nargs="?", default="", help="show only keys starting with this")
     args = parser.parse_args(argv)
     rows = [r for r in config_keys() if r[0].startswith(args.prefix)]
     if not rows:
-        print(f"error: no config key starts with {args.prefix!r}; sections: data, model, train",
-              file=sys.stderr)
+        print(
+            f"error: no config key starts with {args.prefix!r}; sections: data, model, train", file=sys.stderr
+        )
         return 2
     for key, tp, default, doc in rows:
         print(f"{key} = {default!r}  ({tp})\n    {doc}")

@@ -20,8 +20,7 @@ from typing import Any
 
 from tuner.core import metrics
 
-OBJECTIVES = ("train_loss", "best_train_loss", "val_loss", "best_val_loss", "auc",
-              "time_to_target")
+OBJECTIVES = ("train_loss", "best_train_loss", "val_loss", "best_val_loss", "auc", "time_to_target")
 HELD_OUT_OBJECTIVES = ("val_loss", "best_val_loss")
 """Objectives that need a hold-out (data.val_fraction or data.val_series)."""
 RENAMED = {"loss": "train_loss", "best_loss": "best_train_loss"}
@@ -31,8 +30,14 @@ RENAMED = {"loss": "train_loss", "best_loss": "best_train_loss"}
 def renamed_hint(metric: str) -> str:
     """'' or a one-line hint naming the new objective for a name of version 0.1."""
     new = RENAMED.get(metric)
-    return (f"{metric!r} was renamed {new!r} (end-of-epoch training loss, eval mode); "
-            "for held-out data use 'val_loss' or 'best_val_loss'") if new else ""
+    return (
+        (
+            f"{metric!r} was renamed {new!r} (end-of-epoch training loss, eval mode); "
+            "for held-out data use 'val_loss' or 'best_val_loss'"
+        )
+        if new
+        else ""
+    )
 
 
 def _held_out(metric: str, records: Sequence[dict[str, Any]]) -> float:
@@ -48,8 +53,9 @@ def _held_out(metric: str, records: Sequence[dict[str, Any]]) -> float:
     return value if math.isfinite(value) else math.inf
 
 
-def running_objective(metric: str, records: Sequence[dict[str, Any]], target_loss: float | None,
-                      target_unit: str = "seconds") -> float:
+def running_objective(
+    metric: str, records: Sequence[dict[str, Any]], target_loss: float | None, target_unit: str = "seconds"
+) -> float:
     """The objective after the last of `records` (+inf when the run diverged or never got there).
 
     train_loss: last epoch's train_loss; best_train_loss: lowest so far; val_loss: last held-out
@@ -71,7 +77,7 @@ def running_objective(metric: str, records: Sequence[dict[str, Any]], target_los
         return metrics.auc(losses)
     if metric == "time_to_target":
         axis = "train_time_s" if target_unit == "seconds" else "timesteps"
-        return metrics.time_to_target([float(r[axis]) for r in records], losses,
-                                      float(target_loss))
-    raise ValueError(renamed_hint(metric)
-                     or f"unknown objective {metric!r}; allowed: {', '.join(OBJECTIVES)}")
+        return metrics.time_to_target([float(r[axis]) for r in records], losses, float(target_loss))
+    raise ValueError(
+        renamed_hint(metric) or f"unknown objective {metric!r}; allowed: {', '.join(OBJECTIVES)}"
+    )

@@ -89,8 +89,15 @@ def estimate_bytes(config: Config, lengths: list[int] | None = None) -> int:
     cells = n_series * steps
     data = cells * (8 * 3 + 8 * actions * 3 + 4 * (1 + actions) + 1)
     w, dn, u = d.window, m.dense_units, m.lstm_units
-    params = w * dn + dn * dn + 2 * dn + 4 * (dn * u + u * u + 2 * u) + 4 * (2 * u * u + 2 * u) \
-        + u * actions + actions
+    params = (
+        w * dn
+        + dn * dn
+        + 2 * dn
+        + 4 * (dn * u + u * u + 2 * u)
+        + 4 * (2 * u * u + 2 * u)
+        + u * actions
+        + actions
+    )
     model = 4 * 4 * params
     batch = min(t.batch_series or n_series, n_series)
     chunk = math.ceil(steps / max(1, min(t.schedule.chunks)))
@@ -112,12 +119,16 @@ def check_memory(config: Config, lengths: list[int] | None = None) -> None:
     need, have = estimate_bytes(config, lengths), available_bytes()
     if need > have:
         d, m = config.data, config.model
-        sizes = (f"{len(lengths) if lengths else d.n_series} series x "
-                 f"{max(lengths) if lengths else d.length} steps, window {d.window}, "
-                 f"{m.dense_units}/{m.lstm_units} units")
-        raise ConfigError(f"data/model: one trial needs about {_size(need)} ({sizes}) but this "
-                          f"machine has {_size(have)} available; allowed: smaller data.length, "
-                          "data.n_series, data.window, model units or train.batch_series")
+        sizes = (
+            f"{len(lengths) if lengths else d.n_series} series x "
+            f"{max(lengths) if lengths else d.length} steps, window {d.window}, "
+            f"{m.dense_units}/{m.lstm_units} units"
+        )
+        raise ConfigError(
+            f"data/model: one trial needs about {_size(need)} ({sizes}) but this "
+            f"machine has {_size(have)} available; allowed: smaller data.length, "
+            "data.n_series, data.window, model units or train.batch_series"
+        )
 
 
 # ---------------------------------------------------------------- search, resources, flags
@@ -127,11 +138,17 @@ def _resource(key: str, value: float, allow_zero: bool) -> None:
     if value == 0 and allow_zero:
         return
     steps = value / RESOURCE_QUANTUM
-    if (value < RESOURCE_QUANTUM or abs(steps - round(steps)) > 1e-6
-            or (value > 1 and value != int(value)) or value > MAX_CPUS):
-        raise ConfigError(f"{key}: got {value:g}; allowed: "
-                          f"{'0 or ' if allow_zero else ''}a fraction of 1 in steps of 0.0001, "
-                          f"or a whole number up to {MAX_CPUS} (what Ray can schedule)")
+    if (
+        value < RESOURCE_QUANTUM
+        or abs(steps - round(steps)) > 1e-6
+        or (value > 1 and value != int(value))
+        or value > MAX_CPUS
+    ):
+        raise ConfigError(
+            f"{key}: got {value:g}; allowed: "
+            f"{'0 or ' if allow_zero else ''}a fraction of 1 in steps of 0.0001, "
+            f"or a whole number up to {MAX_CPUS} (what Ray can schedule)"
+        )
 
 
 def check_spec(spec: Any) -> None:
@@ -139,13 +156,14 @@ def check_spec(spec: Any) -> None:
     numpy would reject, or that can never be met."""
     s = spec.search
     if s.target_loss is not None and not s.target_loss > 0:
-        raise ConfigError(f"search.target_loss: got {s.target_loss:g}; allowed: a loss > 0 "
-                          "(a mean squared error is never below 0)")
+        raise ConfigError(
+            f"search.target_loss: got {s.target_loss:g}; allowed: a loss > 0 "
+            "(a mean squared error is never below 0)"
+        )
     if s.num_samples > MAX_TRIALS:
         raise ConfigError(f"search.num_samples: got {s.num_samples}; allowed: 1 to {MAX_TRIALS}")
     if s.max_concurrent > MAX_CPUS:
-        raise ConfigError(f"search.max_concurrent: got {s.max_concurrent}; allowed: 1 to "
-                          f"{MAX_CPUS}")
+        raise ConfigError(f"search.max_concurrent: got {s.max_concurrent}; allowed: 1 to {MAX_CPUS}")
     _resource("resources.cpu", spec.resources.cpu, allow_zero=False)
     _resource("resources.gpu", spec.resources.gpu, allow_zero=True)
 
@@ -161,8 +179,7 @@ def check_flags(args: Any) -> None:
     if args.num_cpus is not None and not 1 <= args.num_cpus <= MAX_CPUS:
         raise ConfigError(f"--num-cpus: got {args.num_cpus}; allowed: 1 to {MAX_CPUS}")
     if args.extend is not None and not 1 <= args.extend <= MAX_TRIALS:
-        raise ConfigError(f"--extend: got {args.extend}; allowed: an integer >= 1 and <= "
-                          f"{MAX_TRIALS}")
+        raise ConfigError(f"--extend: got {args.extend}; allowed: an integer >= 1 and <= {MAX_TRIALS}")
     _port("--dashboard-port", str(args.dashboard_port))
     if args.address and args.address not in ("auto", "local"):
         address = args.address.split("://", 1)[-1]

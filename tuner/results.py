@@ -38,9 +38,26 @@ __all__ = [
 
 RAY_DIR = "ray"
 """Tune's storage folder inside a study folder; one experiment per run of the search."""
-TRIAL_COLUMNS = ("trial_id", "experiment", "status", "seed", "objective", "train_loss",
-                 "best_train_loss", "val_loss", "best_val_loss", "best_epoch", "auc", "epochs",
-                 "timesteps", "seconds", "diverged_epoch", "node", "device", "error")
+TRIAL_COLUMNS = (
+    "trial_id",
+    "experiment",
+    "status",
+    "seed",
+    "objective",
+    "train_loss",
+    "best_train_loss",
+    "val_loss",
+    "best_val_loss",
+    "best_epoch",
+    "auc",
+    "epochs",
+    "timesteps",
+    "seconds",
+    "diverged_epoch",
+    "node",
+    "device",
+    "error",
+)
 """trials.csv columns; the searched keys are inserted after `status`. `train_loss` and
 `val_loss` are the last epoch's (see tuner.core.metrics.EPOCH_COLUMNS), `best_train_loss` the
 lowest train_loss, `best_val_loss` the best epoch's held-out loss, `best_epoch` the epoch of the
@@ -168,8 +185,9 @@ def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame,
     epoch_frames: list[pd.DataFrame] = []
     for log in logs:
         results = [r for r in log.results if "epoch" in r]
-        epochs = pd.DataFrame([{c: r.get(c, math.nan) for c in EPOCH_COLUMNS} for r in results],
-                              columns=list(EPOCH_COLUMNS))
+        epochs = pd.DataFrame(
+            [{c: r.get(c, math.nan) for c in EPOCH_COLUMNS} for r in results], columns=list(EPOCH_COLUMNS)
+        )
         epochs = epochs.drop_duplicates("epoch", keep="last").sort_values("epoch")
         epochs.insert(0, "trial_id", log.trial_id)
         epoch_frames.append(epochs)
@@ -177,8 +195,11 @@ def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame,
         losses = epochs["train_loss"].to_numpy(dtype=float)
         vals = epochs["val_loss"].to_numpy(dtype=float)
         ended_itself = bool(last and (last.get("finished") or last.get("diverged")))
-        row: dict[str, Any] = {"trial_id": log.trial_id, "experiment": log.experiment,
-                               "status": _status(last, log.error, log.live)}
+        row: dict[str, Any] = {
+            "trial_id": log.trial_id,
+            "experiment": log.experiment,
+            "status": _status(last, log.error, log.live),
+        }
         row.update({key: _searched_value(log, key) for key in searched})
         row.update(
             seed=last.get("seed") if last else None,
@@ -199,8 +220,11 @@ def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame,
         trial_rows.append(row)
     columns = ["trial_id", "experiment", "status", *searched, *TRIAL_COLUMNS[3:]]
     trials = pd.DataFrame(trial_rows, columns=columns)
-    epochs = (pd.concat(epoch_frames, ignore_index=True) if epoch_frames
-              else pd.DataFrame(columns=["trial_id", *EPOCH_COLUMNS]))
+    epochs = (
+        pd.concat(epoch_frames, ignore_index=True)
+        if epoch_frames
+        else pd.DataFrame(columns=["trial_id", *EPOCH_COLUMNS])
+    )
     return trials, epochs
 
 

@@ -40,45 +40,67 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Search how to train the chunked LSTM fastest (Ray Tune + Optuna).",
         formatter_class=_Help,
         epilog="examples:\n"
-               "  python -m tuner.search --space search_spaces/full.yaml\n"
-               "  python -m tuner.search --space search_spaces/smoke.yaml --smoke-test --no-dashboard\n"
-               "  python -m tuner.search --space search_spaces/full.yaml --name full --resume\n"
-               "  python -m tuner.search --space search_spaces/full.yaml train.optimizer=adam --mlflow\n"
-               "every config key and its default: python -m tuner.keys")
+        "  python -m tuner.search --space search_spaces/full.yaml\n"
+        "  python -m tuner.search --space search_spaces/smoke.yaml --smoke-test --no-dashboard\n"
+        "  python -m tuner.search --space search_spaces/full.yaml --name full --resume\n"
+        "  python -m tuner.search --space search_spaces/full.yaml train.optimizer=adam --mlflow\n"
+        "every config key and its default: python -m tuner.keys",
+    )
     p.add_argument("--space", required=True, help="search space YAML, e.g. search_spaces/full.yaml")
     p.add_argument("--name", help="study name (default: the file's `name`)")
     p.add_argument("--results-dir", default="results", help="parent folder of study folders")
     p.add_argument("--num-samples", type=int, help="override search.num_samples")
     p.add_argument("--time-budget", type=float, help="override search.time_budget_s (seconds)")
-    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
-                   help="join a running cluster (auto or HOST:PORT); default: start Ray here")
-    p.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
-                   help="start the Ray dashboard (local Ray only)")
+    p.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="join a running cluster (auto or HOST:PORT); default: start Ray here",
+    )
+    p.add_argument(
+        "--dashboard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start the Ray dashboard (local Ray only)",
+    )
     p.add_argument("--dashboard-host", default="127.0.0.1")
     p.add_argument("--dashboard-port", type=int, default=8265)
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
-    p.add_argument("--num-gpus", type=int, help="GPUs of the local Ray instance (default: those "
-                   "it finds; any number, e.g. logical GPUs on a CPU machine for tests)")
+    p.add_argument(
+        "--num-gpus",
+        type=int,
+        help="GPUs of the local Ray instance (default: those "
+        "it finds; any number, e.g. logical GPUs on a CPU machine for tests)",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted study")
     p.add_argument("--extend", type=int, metavar="N", help="run N more trials on a finished study")
-    p.add_argument("--smoke", "--smoke-test", action="store_true",
-                   help="tiny data and budget (about a minute)")
-    p.add_argument("--no-report", dest="report", action="store_false",
-                   help="skip report.md at the end")
-    p.add_argument("--mlflow", nargs="?", const="local", metavar="URI",
-                   help="log every trial as an MLflow run; URI default: local, the study's "
-                        "mlflow.db (needs pip install -e \".[mlflow]\")")
-    p.add_argument("--tensorboard", action="store_true",
-                   help="TensorBoard event files per trial under the study's ray/ folder "
-                        "(needs pip install -e \".[tensorboard]\")")
-    p.add_argument("--trust-study-files", action="store_true",
-                   help="--resume even when the study's pickles are not yours alone")
+    p.add_argument(
+        "--smoke", "--smoke-test", action="store_true", help="tiny data and budget (about a minute)"
+    )
+    p.add_argument("--no-report", dest="report", action="store_false", help="skip report.md at the end")
+    p.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="local",
+        metavar="URI",
+        help="log every trial as an MLflow run; URI default: local, the study's "
+        'mlflow.db (needs pip install -e ".[mlflow]")',
+    )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="TensorBoard event files per trial under the study's ray/ folder "
+        '(needs pip install -e ".[tensorboard]")',
+    )
+    p.add_argument(
+        "--trust-study-files",
+        action="store_true",
+        help="--resume even when the study's pickles are not yours alone",
+    )
     p.add_argument("overrides", nargs="*", help="key=value, e.g. data.length=4000")
     args = p.parse_args(argv)
     if args.num_gpus is not None and (args.address or args.num_gpus < 0):
         with_address = " with --address (the cluster says what GPUs it has)" if args.address else ""
-        p.error(f"--num-gpus: got {args.num_gpus}{with_address}; allowed: an integer >= 0, "
-                "local Ray only")
+        p.error(f"--num-gpus: got {args.num_gpus}{with_address}; allowed: an integer >= 0, local Ray only")
     return args
 
 

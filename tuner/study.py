@@ -26,8 +26,7 @@ from tuner.study_dir import STATE_FILE
 
 SMOKE_OVERRIDES = [*cfg.SMOKE_OVERRIDES, "search.num_samples=4", "search.time_budget_s=300"]
 """--smoke: tiny data and budget, so the whole command runs in about a minute on 2 CPUs."""
-STUDY_FILES = ("trials.csv", "epochs.csv", "best_config.yaml", "study.yaml", "report.md",
-               "optuna.db")
+STUDY_FILES = ("trials.csv", "epochs.csv", "best_config.yaml", "study.yaml", "report.md", "optuna.db")
 
 
 class StudyFinished(Exception):
@@ -69,8 +68,9 @@ def _check_writable(folder: Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"--results-dir: cannot write to {folder} ({exc.strerror or exc}); "
-                          "allowed: a writable folder") from None
+        raise ConfigError(
+            f"--results-dir: cannot write to {folder} ({exc.strerror or exc}); allowed: a writable folder"
+        ) from None
 
 
 def plan(args) -> Plan:
@@ -100,7 +100,8 @@ def plan(args) -> Plan:
     if args.address and not results_dir.is_absolute() and "://" not in str(args.results_dir):
         raise ConfigError(
             f"--results-dir: {str(args.results_dir)!r} is relative but --address joins a "
-            "cluster; allowed: an absolute path on a filesystem every node mounts (NFS) ")
+            "cluster; allowed: an absolute path on a filesystem every node mounts (NFS) "
+        )
     study_dir = results_dir.resolve() / spec.name
     _check_writable(study_dir.parent)
 
@@ -114,36 +115,42 @@ def plan(args) -> Plan:
     done = state["experiments"]
     if args.resume:
         if not done:
-            raise ConfigError(f"--resume: no study in {study_dir}; allowed: the name of an "
-                              "existing study (start it without --resume)")
+            raise ConfigError(
+                f"--resume: no study in {study_dir}; allowed: the name of an "
+                "existing study (start it without --resume)"
+            )
         last = done[-1]
         if last.get("finished"):
-            raise StudyFinished(f"study {spec.name!r} already finished ({last['why']}): "
-                                f"nothing to resume; run more trials with --extend N", study_dir)
+            raise StudyFinished(
+                f"study {spec.name!r} already finished ({last['why']}): "
+                f"nothing to resume; run more trials with --extend N",
+                study_dir,
+            )
         # A driver killed before Tune wrote its experiment leaves nothing to restore: start it.
         started = (study_dir / "ray" / last["name"] / "tuner.pkl").exists()
         if started and not args.trust_study_files:
             folders.check_trust(study_dir, last["name"])
         if started:
-            folders.check_moved(study_dir, last,
-                                expected_trials(spec, last["name"], last["num_samples"]))
-        return Plan(spec, study_dir, last["name"], started, last["num_samples"], last["seed"],
-                    steps_per_epoch)
+            folders.check_moved(study_dir, last, expected_trials(spec, last["name"], last["num_samples"]))
+        return Plan(
+            spec, study_dir, last["name"], started, last["num_samples"], last["seed"], steps_per_epoch
+        )
     if args.extend is not None:
         if not done:
-            raise ConfigError(f"--extend: no study in {study_dir} to extend; allowed: an "
-                              "existing study")
+            raise ConfigError(f"--extend: no study in {study_dir} to extend; allowed: an existing study")
         folders.check_extend(study_dir, spec.raw, state, not spec.uses_variant_generator)
         name = f"extend-{len(done)}"
         # A fresh sampler seed, or the resumed Optuna study would replay its first suggestions.
-        return Plan(spec, study_dir, name, False, args.extend, spec.search.seed + 1000 * len(done),
-                    steps_per_epoch)
+        return Plan(
+            spec, study_dir, name, False, args.extend, spec.search.seed + 1000 * len(done), steps_per_epoch
+        )
     if done:
-        raise ConfigError(f"--name: study {spec.name!r} already exists in {study_dir}; allowed: "
-                          "--resume, --extend N, or another --name")
+        raise ConfigError(
+            f"--name: study {spec.name!r} already exists in {study_dir}; allowed: "
+            "--resume, --extend N, or another --name"
+        )
     folders.check_new(study_dir)
-    return Plan(spec, study_dir, "search", False, spec.search.num_samples, spec.search.seed,
-                steps_per_epoch)
+    return Plan(spec, study_dir, "search", False, spec.search.num_samples, spec.search.seed, steps_per_epoch)
 
 
 def expected_trials(spec: SpaceFile, experiment: str, num_samples: int) -> int:
@@ -156,7 +163,8 @@ def expected_trials(spec: SpaceFile, experiment: str, num_samples: int) -> int:
     if spec.uses_variant_generator:
         for p in spec.params:
             if isinstance(p.distribution, CategoricalDistribution) and (
-                    p.grid or spec.search.algorithm == "grid"):
+                p.grid or spec.search.algorithm == "grid"
+            ):
                 grid *= len(p.distribution.choices)
     points = len(spec.search.start_from) if experiment == "search" else 0
     return num_samples * grid + points
@@ -168,10 +176,17 @@ def record_experiment(p: Plan, mlflow: str | None = None) -> dict[str, Any]:
     `mlflow`: the tracking URI it logs to, so --resume/--extend go on logging there."""
     state = study_state(p.study_dir)
     if not any(e["name"] == p.experiment for e in state["experiments"]):
-        state["experiments"].append({"name": p.experiment, "num_samples": p.num_samples,
-                                     "seed": p.seed, "finished": False, "why": "",
-                                     "folder": str(p.study_dir),
-                                     **({"mlflow": mlflow} if mlflow else {})})
+        state["experiments"].append(
+            {
+                "name": p.experiment,
+                "num_samples": p.num_samples,
+                "seed": p.seed,
+                "finished": False,
+                "why": "",
+                "folder": str(p.study_dir),
+                **({"mlflow": mlflow} if mlflow else {}),
+            }
+        )
         write_state(p.study_dir, state)
     return state
 
@@ -221,15 +236,18 @@ def best_trial(trials, mode: str):
 def best_config_header(best) -> str:
     """YAML comments that say which trial and epoch best_config.yaml comes from (comments, so
     the file stays a plain run config for `python -m tuner.train --config`)."""
+
     def num(key: str) -> float:
         value = best.get(key)
         return float(value) if isinstance(value, (int, float)) else math.nan
 
     lines = [f"# best trial {best['trial_id']} ({best['status']}, {num('epochs'):.0f} epochs)"]
     if math.isfinite(num("best_val_loss")) and math.isfinite(num("best_epoch")):
-        lines.append(f"# best held-out loss {num('best_val_loss'):.5g} reached at epoch "
-                     f"{num('best_epoch'):.0f}; with train.early_stopping a re-run keeps that "
-                     "epoch's weights (python -m tuner.train --config this file --save-best best.pt)")
+        lines.append(
+            f"# best held-out loss {num('best_val_loss'):.5g} reached at epoch "
+            f"{num('best_epoch'):.0f}; with train.early_stopping a re-run keeps that "
+            "epoch's weights (python -m tuner.train --config this file --save-best best.pt)"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -245,8 +263,10 @@ def export(p: Plan) -> tuple[Any, Any]:
     if best is not None:
         params = next(log.params for log in logs if log.trial_id == best["trial_id"])
         config, _ = resolve(p.spec, params)
-        atomic_write_text(p.study_dir / "best_config.yaml",
-                          best_config_header(best) + yaml.safe_dump(config.to_dict(), sort_keys=False))
+        atomic_write_text(
+            p.study_dir / "best_config.yaml",
+            best_config_header(best) + yaml.safe_dump(config.to_dict(), sort_keys=False),
+        )
     return trials, epochs
 
 
@@ -254,13 +274,23 @@ def summary(p: Plan, trials) -> str:
     import pandas as pd
 
     counts = trials["status"].value_counts().to_dict()
-    cols = ["trial_id", "status", *searched_keys(p.spec), "objective", "best_train_loss",
-            "best_val_loss", "best_epoch", "epochs", "seconds"]
+    cols = [
+        "trial_id",
+        "status",
+        *searched_keys(p.spec),
+        "objective",
+        "best_train_loss",
+        "best_val_loss",
+        "best_epoch",
+        "epochs",
+        "seconds",
+    ]
     top = trials.sort_values("objective", ascending=p.spec.search.mode == "min").head(5)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         table = top[[c for c in cols if c in top]].to_string(index=False)
-    files = "\n".join(f"  {p.study_dir / f}" for f in STUDY_FILES
-                      if (p.study_dir / f).exists())
+    files = "\n".join(f"  {p.study_dir / f}" for f in STUDY_FILES if (p.study_dir / f).exists())
     status = ", ".join(f"{v} {k}" for k, v in counts.items())
-    return (f"\nstudy {p.spec.name}: {len(trials)} trials ({status}); objective "
-            f"{p.spec.search.metric} ({p.spec.search.mode})\n{table}\n\nfiles:\n{files}")
+    return (
+        f"\nstudy {p.spec.name}: {len(trials)} trials ({status}); objective "
+        f"{p.spec.search.metric} ({p.spec.search.mode})\n{table}\n\nfiles:\n{files}"
+    )

@@ -52,9 +52,11 @@ def check_name(name: str) -> None:
     letters, digits and . _ - + =, not starting with . or -."""
     if len(name) > NAME_MAX or len(name.encode()) > 2 * NAME_MAX or not _NAME.fullmatch(name):
         shown = name if len(name) <= 40 else name[:37] + "..."
-        raise ConfigError(f"name: got {shown!r} ({len(name)} characters); allowed: up to "
-                          f"{NAME_MAX} letters, digits and . _ - + =, starting with a letter, "
-                          "digit or _")
+        raise ConfigError(
+            f"name: got {shown!r} ({len(name)} characters); allowed: up to "
+            f"{NAME_MAX} letters, digits and . _ - + =, starting with a letter, "
+            "digit or _"
+        )
 
 
 class _Claim:
@@ -74,8 +76,9 @@ def claim(folder: Path) -> None:
     if folder in _claims:
         return
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{folder}: is a file, not a study folder; allowed: another --name or "
-                          "--results-dir")
+        raise ConfigError(
+            f"{folder}: is a file, not a study folder; allowed: another --name or --results-dir"
+        )
     created = False
     try:
         folder.mkdir()
@@ -103,13 +106,16 @@ def _lock(folder: Path) -> int:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise _busy(folder) from None
         if exc.errno not in _NO_FLOCK:
-            raise ConfigError(f"{folder}: cannot lock ({exc.strerror}); allowed: a folder on a "
-                              "filesystem with file locks") from None
+            raise ConfigError(
+                f"{folder}: cannot lock ({exc.strerror}); allowed: a folder on a filesystem with file locks"
+            ) from None
     try:  # NFS and friends: a POSIX record lock on a file inside the folder
         fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise ConfigError(f"{folder}: cannot lock ({exc.strerror}); allowed: a writable folder "
-                          "on a filesystem with file locks") from None
+        raise ConfigError(
+            f"{folder}: cannot lock ({exc.strerror}); allowed: a writable folder "
+            "on a filesystem with file locks"
+        ) from None
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fd
@@ -117,14 +123,18 @@ def _lock(folder: Path) -> int:
         os.close(fd)
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise _busy(folder) from None
-        raise ConfigError(f"{folder}: cannot lock ({exc.strerror}); allowed: a folder on a "
-                          "filesystem with file locks (local disk, or NFS with its lock "
-                          "service)") from None
+        raise ConfigError(
+            f"{folder}: cannot lock ({exc.strerror}); allowed: a folder on a "
+            "filesystem with file locks (local disk, or NFS with its lock "
+            "service)"
+        ) from None
 
 
 def _busy(folder: Path) -> ConfigError:
-    return ConfigError(f"{folder}: another search is running on this study now; allowed: "
-                       "wait for it to end, or another --name")
+    return ConfigError(
+        f"{folder}: another search is running on this study now; allowed: "
+        "wait for it to end, or another --name"
+    )
 
 
 def started(folder: Path) -> None:
@@ -160,8 +170,10 @@ def read_state(folder: Path) -> dict[str, Any]:
     path = folder / STATE_FILE
     if not path.exists():
         return {"experiments": []}
-    bad = f"{path}: corrupt study record ({{}}); allowed: the file tuner.search writes (restore " \
-          "it from a backup, or move the study folder away and start again)"
+    bad = (
+        f"{path}: corrupt study record ({{}}); allowed: the file tuner.search writes (restore "
+        "it from a backup, or move the study folder away and start again)"
+    )
     try:
         state = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -170,23 +182,24 @@ def read_state(folder: Path) -> dict[str, Any]:
         raise ConfigError(bad.format("no list of experiments"))
     for i, exp in enumerate(state["experiments"]):
         if not isinstance(exp, dict) or any(
-                not isinstance(exp.get(k), t) or (t is int and isinstance(exp.get(k), bool))
-                for k, t in EXPERIMENT_KEYS.items()):
-            raise ConfigError(bad.format(f"experiment {i} lacks "
-                                         + ", ".join(EXPERIMENT_KEYS)))
+            not isinstance(exp.get(k), t) or (t is int and isinstance(exp.get(k), bool))
+            for k, t in EXPERIMENT_KEYS.items()
+        ):
+            raise ConfigError(bad.format(f"experiment {i} lacks " + ", ".join(EXPERIMENT_KEYS)))
     return state
 
 
 def check_new(folder: Path) -> None:
     """A new study may only start in an empty folder: files without a study record would be
     overwritten."""
-    found = sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE) \
-        if folder.is_dir() else []
+    found = sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE) if folder.is_dir() else []
     if found and not (folder / STATE_FILE).exists():
         shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
-        raise ConfigError(f"{folder}: holds files ({shown}) but no {STATE_FILE}, so it is no "
-                          "study of this program; nothing there is overwritten; allowed: another "
-                          "--name or an empty folder")
+        raise ConfigError(
+            f"{folder}: holds files ({shown}) but no {STATE_FILE}, so it is no "
+            "study of this program; nothing there is overwritten; allowed: another "
+            "--name or an empty folder"
+        )
 
 
 def _differences(old: Any, new: Any, path: tuple = ()) -> list[str]:
@@ -200,27 +213,28 @@ def _differences(old: Any, new: Any, path: tuple = ()) -> list[str]:
     return [".".join(map(str, path))]
 
 
-def check_extend(folder: Path, raw: dict[str, Any], state: dict[str, Any],
-                 uses_optuna: bool) -> None:
+def check_extend(folder: Path, raw: dict[str, Any], state: dict[str, Any], uses_optuna: bool) -> None:
     """--extend only continues the study as it was: the same space and settings (see
     EXTEND_MAY_CHANGE), its last experiment finished, its Optuna database readable."""
     from tuner.core.config import read_yaml
 
     last = state["experiments"][-1]
     if not last["finished"]:
-        raise ConfigError(f"--extend: experiment {last['name']!r} of {folder.name!r} was "
-                          "interrupted; allowed: run --resume first, then --extend")
+        raise ConfigError(
+            f"--extend: experiment {last['name']!r} of {folder.name!r} was "
+            "interrupted; allowed: run --resume first, then --extend"
+        )
     from tuner.core.config import STUDY_RECORD
 
-    recorded = {k: v for k, v in read_yaml(folder / "study.yaml").items()
-                if k not in (*STUDY_RECORD, "name")}
+    recorded = {k: v for k, v in read_yaml(folder / "study.yaml").items() if k not in (*STUDY_RECORD, "name")}
     changed = _differences(recorded, {k: v for k, v in raw.items() if k != "name"})
     if changed:
-        shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4
-                                          else "")
-        raise ConfigError(f"--extend: the space and settings differ from the study's "
-                          f"study.yaml at {shown}; allowed: the study's own space "
-                          f"(--space {folder / 'study.yaml'}) with no other overrides")
+        shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+        raise ConfigError(
+            f"--extend: the space and settings differ from the study's "
+            f"study.yaml at {shown}; allowed: the study's own space "
+            f"(--space {folder / 'study.yaml'}) with no other overrides"
+        )
     if uses_optuna:
         check_database(folder / "optuna.db")
 
@@ -241,8 +255,10 @@ def check_database(path: Path) -> None:
     else:
         why = "integrity check failed"
     if not ok:
-        raise ConfigError(f"{path}: not a readable Optuna database ({why}); allowed: the "
-                          "file the study wrote (restore it from a backup)")
+        raise ConfigError(
+            f"{path}: not a readable Optuna database ({why}); allowed: the "
+            "file the study wrote (restore it from a backup)"
+        )
 
 
 # ---------------------------------------------------------------- trust before unpickling
@@ -265,14 +281,15 @@ def _untrusted(path: Path) -> str:
 def check_trust(folder: Path, experiment: str) -> None:
     """Refuse to resume from pickles that someone else could have written (StrictModes)."""
     exp = folder / "ray" / experiment
-    paths = [folder, folder / "ray", exp, *sorted(exp.rglob("*.pkl"))] if exp.is_dir() else [
-        folder]
+    paths = [folder, folder / "ray", exp, *sorted(exp.rglob("*.pkl"))] if exp.is_dir() else [folder]
     for path in paths:
         why = _untrusted(path)
         if why:
-            raise ConfigError(f"--resume: {path} {why}; resuming unpickles it, which runs code "
-                              "as you; allowed: files only you can write (chmod -R go-w, "
-                              "chown), or --trust-study-files to resume anyway")
+            raise ConfigError(
+                f"--resume: {path} {why}; resuming unpickles it, which runs code "
+                "as you; allowed: files only you can write (chmod -R go-w, "
+                "chown), or --trust-study-files to resume anyway"
+            )
 
 
 def check_moved(folder: Path, experiment: dict[str, Any], trials: int) -> None:
@@ -285,10 +302,12 @@ def check_moved(folder: Path, experiment: dict[str, Any], trials: int) -> None:
         return
     made = len(list((folder / "ray" / experiment["name"]).glob("trial_*")))
     if made < trials:
-        raise ConfigError(f"--resume: this study was moved from {old} with {trials - made} of "
-                          f"{trials} trials not yet started, which Ray would write to the old "
-                          f"place; allowed: move it back to {old} to resume (a finished study "
-                          "can be moved and extended freely)")
+        raise ConfigError(
+            f"--resume: this study was moved from {old} with {trials - made} of "
+            f"{trials} trials not yet started, which Ray would write to the old "
+            f"place; allowed: move it back to {old} to resume (a finished study "
+            "can be moved and extended freely)"
+        )
 
 
 # ---------------------------------------------------------------- a relocatable Optuna database

@@ -26,8 +26,12 @@ BEST_TAG = "tuner.best"
 STATUS_TAG = "tuner.status"
 METRICS = (*EPOCH_COLUMNS, "objective")
 """Logged per epoch (step = epoch)."""
-FINAL_STATUS = {"completed": "FINISHED", "early_stopped": "FINISHED", "diverged": "FINISHED",
-                "error": "FAILED"}
+FINAL_STATUS = {
+    "completed": "FINISHED",
+    "early_stopped": "FINISHED",
+    "diverged": "FINISHED",
+    "error": "FAILED",
+}
 """trials.csv status -> MLflow run status (anything else, e.g. interrupted: KILLED)."""
 
 
@@ -36,9 +40,11 @@ def require(module: str, flag: str, extra: str) -> None:
     try:
         importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"{flag}: needs the {module} package, which is not installed; "
-                          f"allowed: install it with pip install -e \".[{extra}]\", or leave "
-                          f"{flag} off") from None
+        raise ConfigError(
+            f"{flag}: needs the {module} package, which is not installed; "
+            f'allowed: install it with pip install -e ".[{extra}]", or leave '
+            f"{flag} off"
+        ) from None
 
 
 def tracking_uri(setting: str, study_dir: Path) -> str:
@@ -63,8 +69,7 @@ def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
         if isinstance(value, dict):
             out.update(flat_params(value, f"{name}."))
         else:
-            out[name] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) \
-                else str(value)
+            out[name] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
     return out
 
 
@@ -79,15 +84,17 @@ class MlflowStudy:
 
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(name)
-        self.experiment_id = (found.experiment_id if found is not None else
-                              self.client.create_experiment(name, artifact_location=artifacts))
+        self.experiment_id = (
+            found.experiment_id
+            if found is not None
+            else self.client.create_experiment(name, artifact_location=artifacts)
+        )
 
     def runs(self) -> dict[str, Any]:
         """{trial_id: Run} of every run of this study's trials."""
         out, token = {}, None
         while True:
-            page = self.client.search_runs([self.experiment_id], max_results=1000,
-                                           page_token=token)
+            page = self.client.search_runs([self.experiment_id], max_results=1000, page_token=token)
             out.update({r.data.tags[TRIAL_TAG]: r for r in page if TRIAL_TAG in r.data.tags})
             token = page.token
             if not token:
@@ -96,7 +103,8 @@ class MlflowStudy:
     def open_run(self, trial_id: str, experiment: str, params: dict[str, str]) -> tuple[str, int]:
         """(run id, last epoch already logged) of the trial's run, created if it has none."""
         found = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}'")
+            [self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}'"
+        )
         if found:
             run = found[0]
             history = self.client.get_metric_history(run.info.run_id, "epoch")
@@ -105,19 +113,25 @@ class MlflowStudy:
             return run.info.run_id, max((int(m.step) for m in history), default=0)
         from mlflow.entities import Param
 
-        run = self.client.create_run(self.experiment_id, run_name=f"trial_{trial_id}",
-                                     tags={TRIAL_TAG: trial_id, "tuner.experiment": experiment})
-        self.client.log_batch(run.info.run_id,
-                              params=[Param(k, v[:6000]) for k, v in params.items()])
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial_{trial_id}",
+            tags={TRIAL_TAG: trial_id, "tuner.experiment": experiment},
+        )
+        self.client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
         return run.info.run_id, 0
 
     def log_epoch(self, run_id: str, result: dict[str, Any]) -> None:
         from mlflow.entities import Metric
 
         now, step = int(time.time() * 1000), int(result["epoch"])
-        metrics = [Metric(k, float(result[k]), now, step) for k in METRICS
-                   if isinstance(result.get(k), (int, float)) and not isinstance(result[k], bool)
-                   and not math.isnan(result[k])]
+        metrics = [
+            Metric(k, float(result[k]), now, step)
+            for k in METRICS
+            if isinstance(result.get(k), (int, float))
+            and not isinstance(result[k], bool)
+            and not math.isnan(result[k])
+        ]
         self.client.log_batch(run_id, metrics=metrics)
 
     def finish(self, trials, best_id: str | None, best_config: Path) -> None:
@@ -161,8 +175,7 @@ def mlflow_callback(uri: str, study_name: str, experiment: str, spec):
                 if self._study is None:
                     self._study = MlflowStudy(uri, study_name)
                 config, _ = resolve(spec, trial.config)
-                entry = list(self._study.open_run(trial.trial_id, experiment,
-                                                  flat_params(config.to_dict())))
+                entry = list(self._study.open_run(trial.trial_id, experiment, flat_params(config.to_dict())))
                 self._runs[trial.trial_id] = entry
             return entry
 

@@ -26,8 +26,7 @@ from tuner.core.config import Config, DataConfig
 from tuner.core.data import Prepared, prepare
 from tuner.objectives import running_objective
 from tuner.space import SpaceFile, resolve
-from tuner.core.train import (TrainingState, fit, load_checkpoint, resolve_device,
-                              save_checkpoint)
+from tuner.core.train import TrainingState, fit, load_checkpoint, resolve_device, save_checkpoint
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -79,10 +78,13 @@ def run_trial(params: dict[str, Any], spec: SpaceFile) -> None:
         # NaN (no hold-out) is left out: Tune's searchers and schedulers choke on it.
         metrics = {k: v for k, v in record.items() if not (isinstance(v, float) and math.isnan(v))}
         metrics.update(
-            objective=running_objective(search.metric, state.records, search.target_loss,
-                                        search.target_unit),
-            diverged=diverged, finished=finished, early_stopped=state.early_stopped,
-            max_epochs=max_epochs, target_std=data.target_std, seed=config.train.seed,
+            objective=running_objective(search.metric, state.records, search.target_loss, search.target_unit),
+            diverged=diverged,
+            finished=finished,
+            early_stopped=state.early_stopped,
+            max_epochs=max_epochs,
+            target_std=data.target_std,
+            seed=config.train.seed,
             params=used,
         )
         metrics.update(where)

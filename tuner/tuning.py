@@ -25,8 +25,9 @@ def make_sampler(name: str, seed: int):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     samplers = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                                  constant_liar=True),
+        "tpe": lambda: optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=True
+        ),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
@@ -47,23 +48,36 @@ def make_scheduler(spec: SpaceFile, steps_per_epoch: int):
     s = spec.search.scheduler
     metric, mode = scheduler_metric(spec), spec.search.mode
     max_epochs = int(spec.base.get("train", {}).get("max_epochs", 100))
-    horizon = {"timesteps": max_epochs * steps_per_epoch, "training_iteration": max_epochs,
-               "time_total_s": spec.search.time_budget_s or 10 * 24 * 3600}
+    horizon = {
+        "timesteps": max_epochs * steps_per_epoch,
+        "training_iteration": max_epochs,
+        "time_total_s": spec.search.time_budget_s or 10 * 24 * 3600,
+    }
     if s.type == "fifo":
         return schedulers.FIFOScheduler()
     if s.type == "asha":
         max_t = s.max_t or horizon[s.time_attr]
         return schedulers.ASHAScheduler(
-            time_attr=s.time_attr, metric=metric, mode=mode, max_t=max_t,
-            grace_period=min(s.grace_period, max_t), reduction_factor=s.reduction_factor)
+            time_attr=s.time_attr,
+            metric=metric,
+            mode=mode,
+            max_t=max_t,
+            grace_period=min(s.grace_period, max_t),
+            reduction_factor=s.reduction_factor,
+        )
     if s.type == "median":
-        return schedulers.MedianStoppingRule(time_attr=s.time_attr, metric=metric, mode=mode,
-                                             grace_period=s.grace_period)
+        return schedulers.MedianStoppingRule(
+            time_attr=s.time_attr, metric=metric, mode=mode, grace_period=s.grace_period
+        )
     if s.type == "pbt":
         return schedulers.PopulationBasedTraining(
-            time_attr=s.time_attr, metric=metric, mode=mode,
+            time_attr=s.time_attr,
+            metric=metric,
+            mode=mode,
             perturbation_interval=s.perturbation_interval,
-            hyperparam_mutations=pbt_mutations(spec), synch=False)
+            hyperparam_mutations=pbt_mutations(spec),
+            synch=False,
+        )
     raise ConfigError(f"search.scheduler.type: got {s.type!r}")  # pragma: no cover
 
 
@@ -75,34 +89,47 @@ def make_tuner(p: Plan, callbacks: list):
     from tuner.trial import run_trial
 
     spec, search = p.spec, p.spec.search
-    trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec),
-                                    {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, spec=spec), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    )
     storage = str(p.study_dir / "ray")
     if p.restore:
         folders.resuming(p.study_dir)  # its pickles open this folder's optuna.db, moved or not
-        return tune.Tuner.restore(str(Path(storage) / p.experiment), trainable=trainable,
-                                  resume_unfinished=True, resume_errored=False)
+        return tune.Tuner.restore(
+            str(Path(storage) / p.experiment),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+        )
     # Start points run once, first, in the study's first experiment only (not on --extend,
     # nor when a killed first experiment is started again after Optuna already saw trials).
     points = start_points(spec) if p.experiment == "search" else []
     param_space: dict = {}
     if not spec.uses_variant_generator:  # optuna, and random through Optuna's RandomSampler
         db = folders.storage(p.study_dir)  # pickled as "the study folder's optuna.db"
-        if spec.name in optuna.study.get_all_study_names(db) and optuna.load_study(
-                study_name=spec.name, storage=db).trials:
+        if (
+            spec.name in optuna.study.get_all_study_names(db)
+            and optuna.load_study(study_name=spec.name, storage=db).trials
+        ):
             points = []
         sampler = "random" if search.algorithm == "random" else search.sampler
-        searcher = OptunaSearch(space=optuna_space(spec.params), metric="objective",
-                                mode=search.mode, sampler=make_sampler(sampler, p.seed),
-                                study_name=spec.name, storage=db,
-                                points_to_evaluate=points or None)
+        searcher = OptunaSearch(
+            space=optuna_space(spec.params),
+            metric="objective",
+            mode=search.mode,
+            sampler=make_sampler(sampler, p.seed),
+            study_name=spec.name,
+            storage=db,
+            points_to_evaluate=points or None,
+        )
     else:
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         param_space = tune_space(spec)
         # Tune ignores max_concurrent_trials when it is handed a variant generator.
-        searcher = BasicVariantGenerator(random_state=p.seed, max_concurrent=search.max_concurrent,
-                                         points_to_evaluate=points or None)
+        searcher = BasicVariantGenerator(
+            random_state=p.seed, max_concurrent=search.max_concurrent, points_to_evaluate=points or None
+        )
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     # Only the JSON results (read back for the tables) and progress.csv; no TensorBoard files.
@@ -111,25 +138,37 @@ def make_tuner(p: Plan, callbacks: list):
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=make_scheduler(spec, p.steps_per_epoch),
+            search_alg=searcher,
+            scheduler=make_scheduler(spec, p.steps_per_epoch),
             num_samples=p.num_samples + len(points),  # start points run in addition
             max_concurrent_trials=None if spec.uses_variant_generator else search.max_concurrent,
-            time_budget_s=search.time_budget_s, reuse_actors=True,
-            trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
+            time_budget_s=search.time_budget_s,
+            reuse_actors=True,
+            trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+        ),
         run_config=tune.RunConfig(
-            name=p.experiment, storage_path=storage, callbacks=callbacks,
+            name=p.experiment,
+            storage_path=storage,
+            callbacks=callbacks,
             progress_reporter=tune.CLIReporter(
                 parameter_columns={k: k.rsplit(".", 1)[-1] for k in searched_keys(spec)},
-                metric_columns={"epoch": "epoch", "chunks": "N", "train_loss": "train_loss",
-                                "val_loss": "val_loss",
-                                "objective": "objective"},
-                max_report_frequency=15, max_progress_rows=12),
+                metric_columns={
+                    "epoch": "epoch",
+                    "chunks": "N",
+                    "train_loss": "train_loss",
+                    "val_loss": "val_loss",
+                    "objective": "objective",
+                },
+                max_report_frequency=15,
+                max_progress_rows=12,
+            ),
             verbose=1,
             failure_config=tune.FailureConfig(max_failures=search.max_failures),
             # Tune's num_to_keep deletes checkpoints that a restored experiment snapshot may
             # still point at (and PBT may still exploit): keep them all while a trial runs, and
             # prune a trial's older ones when it ends (LiveTables).
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        ),
     )
 
 
@@ -168,8 +207,7 @@ def _live_tables_callback(p: Plan):
                 return
             self.last = time.monotonic()
             try:
-                write_tables(self.folder, *tables([*self.disk.values(), *self.live.values()],
-                                                  searched))
+                write_tables(self.folder, *tables([*self.disk.values(), *self.live.values()], searched))
             except OSError as exc:  # disk full: the old tables stay whole; trials go on
                 print(f"warning: tables not updated ({exc})", file=sys.stderr)
 
@@ -189,7 +227,6 @@ def _live_tables_callback(p: Plan):
             self.write(force=True)
 
     return LiveTables()
-
 
 
 def prune_checkpoints(trial_dir: Path, keep: int = 1) -> None:
@@ -212,8 +249,10 @@ def why_finished(p: Plan, grid, elapsed: float) -> str:
     total = len(grid)
     if grid.num_terminated + grid.num_errors < total:
         return ""
-    if any(r.error is None and not ((r.metrics or {}).get("done")
-                                    or (r.metrics or {}).get("finished")) for r in grid):
+    if any(
+        r.error is None and not ((r.metrics or {}).get("done") or (r.metrics or {}).get("finished"))
+        for r in grid
+    ):
         return ""
     budget = p.spec.search.time_budget_s
     if budget is not None and elapsed >= budget * 0.98:

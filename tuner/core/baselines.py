@@ -44,8 +44,7 @@ class Moments:
 
     @classmethod
     def empty(cls, n_features: int, n_targets: int) -> Moments:
-        return cls(np.zeros((n_features, n_features)), np.zeros((n_features, n_targets)), 0.0, 0,
-                   n_targets)
+        return cls(np.zeros((n_features, n_features)), np.zeros((n_features, n_targets)), 0.0, 0, n_targets)
 
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
         self.gram += x.T @ x
@@ -54,15 +53,23 @@ class Moments:
         self.rows += len(x)
 
     def __add__(self, other: Moments) -> Moments:
-        return Moments(self.gram + other.gram, self.xty + other.xty, self.yty + other.yty,
-                       self.rows + other.rows, self.n_targets)
+        return Moments(
+            self.gram + other.gram,
+            self.xty + other.xty,
+            self.yty + other.yty,
+            self.rows + other.rows,
+            self.n_targets,
+        )
 
     def mse(self, w: np.ndarray | None) -> float:
         """Mean squared error of predicting X @ w (w None: predicting 0) over every target."""
         if self.rows == 0:
             return math.nan
-        sq = self.yty if w is None else (self.yty - 2 * float(np.sum(w * self.xty))
-                                         + float(np.sum(w * (self.gram @ w))))
+        sq = (
+            self.yty
+            if w is None
+            else (self.yty - 2 * float(np.sum(w * self.xty)) + float(np.sum(w * (self.gram @ w))))
+        )
         return max(sq, 0.0) / (self.rows * self.n_targets)
 
 
@@ -119,8 +126,10 @@ def baselines(data: Prepared) -> dict[str, dict[str, Any]]:
     def on_val(weights: np.ndarray | None) -> float | None:
         return None if val is None else val.mse(weights)
 
-    return {"zero": {"train": train.mse(None), "val": on_val(None)},
-            "ridge": {"train": train.mse(w), "val": on_val(w), "alpha": float(alpha)}}
+    return {
+        "zero": {"train": train.mse(None), "val": on_val(None)},
+        "ridge": {"train": train.mse(w), "val": on_val(w), "alpha": float(alpha)},
+    }
 
 
 def reference(cfg: DataConfig, data: Prepared | None = None) -> dict[str, Any]:
@@ -138,18 +147,18 @@ def describe(ref: dict[str, Any]) -> list[str]:
     """Lines for a terminal: the split and both baselines' train and held-out losses."""
     s, b = ref["split"], ref["baselines"]
     parts = ([f"the last {s['val_fraction']:.0%} of each series"] if s["val_fraction"] else []) + (
-        [f"{s['val_whole_series']} whole series"] if s["val_whole_series"] else [])
-    held = (f"held out: {s['val_steps']:,} steps ({' and '.join(parts)})" if s["val_steps"]
-            else "no hold-out")
-    lines = [f"split: {s['train_series']} training series, {s['train_steps']:,} training steps; "
-             + held]
+        [f"{s['val_whole_series']} whole series"] if s["val_whole_series"] else []
+    )
+    held = f"held out: {s['val_steps']:,} steps ({' and '.join(parts)})" if s["val_steps"] else "no hold-out"
+    lines = [f"split: {s['train_series']} training series, {s['train_steps']:,} training steps; " + held]
 
     def fmt(v: float | None) -> str:
         return "-" if v is None else f"{v:.4f}"
 
-    lines.append(f"baselines (masked MSE, standardised): zero train {fmt(b['zero']['train'])} "
-                 f"held-out {fmt(b['zero']['val'])}; ridge on the {s['window']} lags "
-                 f"(alpha {b['ridge']['alpha']:.3g}) train {fmt(b['ridge']['train'])} "
-                 f"held-out {fmt(b['ridge']['val'])}")
+    lines.append(
+        f"baselines (masked MSE, standardised): zero train {fmt(b['zero']['train'])} "
+        f"held-out {fmt(b['zero']['val'])}; ridge on the {s['window']} lags "
+        f"(alpha {b['ridge']['alpha']:.3g}) train {fmt(b['ridge']['train'])} "
+        f"held-out {fmt(b['ridge']['val'])}"
+    )
     return lines
-

@@ -128,8 +128,7 @@ class Clipper:
         """Restore from `state_dict()`; ValueError when it was saved by another mode."""
         mode = state.get("mode", self.mode)
         if mode != self.mode:
-            raise ValueError(f"clip state was saved by mode {mode!r}, "
-                             f"but this clipper is {self.mode!r}")
+            raise ValueError(f"clip state was saved by mode {mode!r}, but this clipper is {self.mode!r}")
 
 
 class NoClipper(Clipper):
@@ -177,8 +176,7 @@ class PerTensorNormClipper(Clipper):
         if not math.isfinite(norm) or peak <= self.threshold:
             return ClipStat(norm, False)
         # Coefficient 1 (an exact no-op) for tensors at or below the bound.
-        coefs = torch.where(norms > self.threshold, self.threshold / (norms + _EPS),
-                            torch.ones_like(norms))
+        coefs = torch.where(norms > self.threshold, self.threshold / (norms + _EPS), torch.ones_like(norms))
         torch._foreach_mul_(grads, list(coefs.unbind()))
         return ClipStat(norm, True)
 
@@ -250,8 +248,8 @@ def _clip_global(params: list[torch.nn.Parameter], total: torch.Tensor, bound: f
 
 
 _CLIPPERS: dict[str, type[Clipper]] = {
-    c.mode: c for c in (NoClipper, NormClipper, ValueClipper, PerTensorNormClipper,
-                        AdaptiveClipper, PercentileClipper)
+    c.mode: c
+    for c in (NoClipper, NormClipper, ValueClipper, PerTensorNormClipper, AdaptiveClipper, PercentileClipper)
 }
 
 
@@ -260,8 +258,7 @@ def make_clipper(cfg: ClipConfig) -> Clipper:
     try:
         cls = _CLIPPERS[cfg.mode]
     except KeyError:
-        raise ValueError(f"unknown clip mode {cfg.mode!r}; allowed: "
-                         f"{', '.join(_CLIPPERS)}") from None
+        raise ValueError(f"unknown clip mode {cfg.mode!r}; allowed: {', '.join(_CLIPPERS)}") from None
     return cls(cfg)
 
 

@@ -15,7 +15,8 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
+from collections.abc import Mapping
 
 from tuner.core import yamlio
 from tuner.core.yamlio import short
@@ -89,23 +90,39 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(self.n_series >= 1, "data.n_series", self.n_series, "an integer >= 1")
         _check(self.window >= 1, "data.window", self.window, "an integer >= 1")
-        _check(self.length >= self.window + 2, "data.length", self.length,
-               f"an integer >= window + 2 = {self.window + 2}")
+        _check(
+            self.length >= self.window + 2,
+            "data.length",
+            self.length,
+            f"an integer >= window + 2 = {self.window + 2}",
+        )
         _check(0.0 <= self.gamma < 1.0, "data.gamma", self.gamma, "a number in [0, 1)")
         _check(self.cost >= 0.0, "data.cost", self.cost, "a number >= 0")
-        _check(0.0 <= self.val_fraction < 1.0, "data.val_fraction", self.val_fraction,
-               "a number in [0, 1)")
+        _check(0.0 <= self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "a number in [0, 1)")
         _check(self.val_series >= 0, "data.val_series", self.val_series, "an integer >= 0")
         if self.path is None:
-            _check(self.val_series < self.n_series, "data.val_series", self.val_series,
-                   f"fewer than data.n_series = {self.n_series}")
-        _check(self.noise_std is None or self.noise_std >= 0, "data.noise_std", self.noise_std,
-               "a number >= 0")
+            _check(
+                self.val_series < self.n_series,
+                "data.val_series",
+                self.val_series,
+                f"fewer than data.n_series = {self.n_series}",
+            )
+        _check(
+            self.noise_std is None or self.noise_std >= 0, "data.noise_std", self.noise_std, "a number >= 0"
+        )
         _check(self.walk_step >= 0, "data.walk_step", self.walk_step, "a number >= 0")
-        _check(self.decimals is None or self.decimals >= 0, "data.decimals", self.decimals,
-               "an integer >= 0 or null")
-        _check((self.series_column is None) == (self.value_column is None), "data.series_column",
-               self.series_column, "set together with data.value_column (long format) or neither")
+        _check(
+            self.decimals is None or self.decimals >= 0,
+            "data.decimals",
+            self.decimals,
+            "an integer >= 0 or null",
+        )
+        _check(
+            (self.series_column is None) == (self.value_column is None),
+            "data.series_column",
+            self.series_column,
+            "set together with data.value_column (long format) or neither",
+        )
 
     @property
     def n_actions(self) -> int:
@@ -131,8 +148,7 @@ class ModelConfig:
     such lengths. 0 turns it off."""
 
     def __post_init__(self) -> None:
-        _check(self.lstm_segment >= 0, "model.lstm_segment", self.lstm_segment,
-               "an integer >= 0 (0 = off)")
+        _check(self.lstm_segment >= 0, "model.lstm_segment", self.lstm_segment, "an integer >= 0 (0 = off)")
         _check(self.dense_units >= 1, "model.dense_units", self.dense_units, "an integer >= 1")
         _check(self.lstm_units >= 1, "model.lstm_units", self.lstm_units, "an integer >= 1")
         _check(self.noise_std >= 0, "model.noise_std", self.noise_std, "a number >= 0")
@@ -156,11 +172,19 @@ class ClipConfig:
 
     def __post_init__(self) -> None:
         if self.mode == "percentile":
-            _check(0 < self.threshold <= 100, "train.clip.threshold", self.threshold,
-                   "a percentile in (0, 100] for mode percentile")
+            _check(
+                0 < self.threshold <= 100,
+                "train.clip.threshold",
+                self.threshold,
+                "a percentile in (0, 100] for mode percentile",
+            )
         elif self.mode == "adaptive":
-            _check(self.threshold >= 0, "train.clip.threshold", self.threshold,
-                   "a number >= 0 (k standard deviations) for mode adaptive")
+            _check(
+                self.threshold >= 0,
+                "train.clip.threshold",
+                self.threshold,
+                "a number >= 0 (k standard deviations) for mode adaptive",
+            )
         else:
             _check(self.threshold > 0, "train.clip.threshold", self.threshold, "a number > 0")
         _check(self.history >= 2, "train.clip.history", self.history, "an integer >= 2")
@@ -182,10 +206,15 @@ class ScheduleConfig:
     trial to longer chunks mid-run; a restored run jumps forward to it."""
 
     def __post_init__(self) -> None:
-        _check(len(self.chunks) >= 1, "train.schedule.chunks", list(self.chunks),
-               "a non-empty list of integers >= 1")
-        _check(all(n >= 1 for n in self.chunks), "train.schedule.chunks", list(self.chunks),
-               "chunk counts >= 1")
+        _check(
+            len(self.chunks) >= 1,
+            "train.schedule.chunks",
+            list(self.chunks),
+            "a non-empty list of integers >= 1",
+        )
+        _check(
+            all(n >= 1 for n in self.chunks), "train.schedule.chunks", list(self.chunks), "chunk counts >= 1"
+        )
         _check(self.patience >= 1, "train.schedule.patience", self.patience, "an integer >= 1")
         _check(self.min_delta >= 0, "train.schedule.min_delta", self.min_delta, "a number >= 0")
         _check(self.min_stage >= 0, "train.schedule.min_stage", self.min_stage, "an integer >= 0")
@@ -206,10 +235,13 @@ class EarlyStoppingConfig:
     """An epoch improves when its held-out loss is below the best by more than this."""
 
     def __post_init__(self) -> None:
-        _check(self.patience is None or self.patience >= 1, "train.early_stopping.patience",
-               self.patience, "an integer >= 1 or null (off)")
-        _check(self.min_delta >= 0, "train.early_stopping.min_delta", self.min_delta,
-               "a number >= 0")
+        _check(
+            self.patience is None or self.patience >= 1,
+            "train.early_stopping.patience",
+            self.patience,
+            "an integer >= 1 or null (off)",
+        )
+        _check(self.min_delta >= 0, "train.early_stopping.min_delta", self.min_delta, "a number >= 0")
 
 
 @dataclass(frozen=True)
@@ -264,10 +296,18 @@ class TrainConfig:
         _check(0 <= self.alpha < 1, "train.alpha", self.alpha, "a number in [0, 1)")
         _check(0 <= self.rho < 1, "train.rho", self.rho, "a number in [0, 1)")
         _check(self.max_epochs >= 1, "train.max_epochs", self.max_epochs, "an integer >= 1")
-        _check(self.batch_series is None or self.batch_series >= 1, "train.batch_series",
-               self.batch_series, "an integer >= 1 or null")
-        _check(self.threads is None or self.threads >= 1, "train.threads", self.threads,
-               "an integer >= 1 or null")
+        _check(
+            self.batch_series is None or self.batch_series >= 1,
+            "train.batch_series",
+            self.batch_series,
+            "an integer >= 1 or null",
+        )
+        _check(
+            self.threads is None or self.threads >= 1,
+            "train.threads",
+            self.threads,
+            "an integer >= 1 or null",
+        )
 
 
 @dataclass(frozen=True)
@@ -281,21 +321,34 @@ class Config:
     def __post_init__(self) -> None:
         if self.data.path is None:
             longest = max(self.train.schedule.chunks)
-            _check(longest <= self.data.length, "train.schedule.chunks",
-                   list(self.train.schedule.chunks),
-                   f"chunk counts <= data.length = {self.data.length}")
+            _check(
+                longest <= self.data.length,
+                "train.schedule.chunks",
+                list(self.train.schedule.chunks),
+                f"chunk counts <= data.length = {self.data.length}",
+            )
         held_out = self.data.val_fraction > 0 or self.data.val_series > 0
-        _check(self.train.early_stopping.patience is None or held_out,
-               "train.early_stopping.patience", self.train.early_stopping.patience,
-               "null unless there is a hold-out (data.val_fraction > 0 or data.val_series > 0)")
+        _check(
+            self.train.early_stopping.patience is None or held_out,
+            "train.early_stopping.patience",
+            self.train.early_stopping.patience,
+            "null unless there is a hold-out (data.val_fraction > 0 or data.val_series > 0)",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists for tuples), the inverse of `from_dict`, YAML-safe."""
         return _plain(dataclasses.asdict(self))
 
 
-SMOKE_OVERRIDES = ("data.n_series=4", "data.length=300", "data.window=16", "data.path=null",
-                   "model.dense_units=8", "model.lstm_units=8", "train.max_epochs=3")
+SMOKE_OVERRIDES = (
+    "data.n_series=4",
+    "data.length=300",
+    "data.window=16",
+    "data.path=null",
+    "model.dense_units=8",
+    "model.lstm_units=8",
+    "train.max_epochs=3",
+)
 """`--smoke`/`--smoke-test` of every command: tiny data, model and budget (seconds on a CPU)."""
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 SPACE_SECTIONS = ("name", "space", "search", "resources")
@@ -357,9 +410,10 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         return coerce(key, value, inner[0])
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key}: got {short(value)}; allowed: one of "
-                              f"{', '.join(map(str, args))}"
-                              + (suggest(str(value), [str(a) for a in args])))
+            raise ConfigError(
+                f"{key}: got {short(value)}; allowed: one of "
+                f"{', '.join(map(str, args))}" + (suggest(str(value), [str(a) for a in args]))
+            )
         return value
     if origin is tuple:
         items = value if isinstance(value, (list, tuple)) else [value]
@@ -370,9 +424,12 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         raise ConfigError(f"{key}: got {short(value)}; allowed: true or false")
     if tp is int:
         value = yamlio.number(value)
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or (isinstance(value, float) and not math.isfinite(value))
-                or value != int(value)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not math.isfinite(value))
+            or value != int(value)
+        ):
             raise ConfigError(f"{key}: got {short(value)}; allowed: an integer")
         return int(value)
     if tp is float:
@@ -404,8 +461,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     kwargs: dict[str, Any] = {}
     for name, value in raw.items():
         if name not in names:
-            raise ConfigError(f"{prefix}{name}: unknown key{suggest(str(name), names)}; "
-                              f"allowed: {', '.join(names)}")
+            raise ConfigError(
+                f"{prefix}{name}: unknown key{suggest(str(name), names)}; allowed: {', '.join(names)}"
+            )
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, value, f"{prefix}{name}.")
@@ -436,8 +494,9 @@ def check_range(key: str, value: Any, bounds: tuple[float | None, float | None] 
         if (low is not None and v < low) or (high is not None and v > high):
             lo = "" if low is None else f">= {_num(low)}"
             hi = "" if high is None else f"<= {_num(high)}"
-            raise ConfigError(f"{key}: got {short(value)}; allowed: a value "
-                              f"{' and '.join(x for x in (lo, hi) if x)}")
+            raise ConfigError(
+                f"{key}: got {short(value)}; allowed: a value {' and '.join(x for x in (lo, hi) if x)}"
+            )
 
 
 def from_dict(raw: Mapping[str, Any] | None) -> Config:
@@ -446,8 +505,9 @@ def from_dict(raw: Mapping[str, Any] | None) -> Config:
     unknown = [k for k in raw if k not in SECTIONS]
     if unknown:
         k = unknown[0]
-        raise ConfigError(f"{k}: unknown section{suggest(str(k), list(SECTIONS))}; "
-                          f"allowed: {', '.join(SECTIONS)}")
+        raise ConfigError(
+            f"{k}: unknown section{suggest(str(k), list(SECTIONS))}; allowed: {', '.join(SECTIONS)}"
+        )
     parts = {name: _build(cls, raw.get(name), name + ".") for name, cls in SECTIONS.items()}
     return Config(**parts)
 
@@ -500,8 +560,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: must hold a mapping with sections data, model, train; "
-                          f"got {type(raw).__name__}")
+        raise ConfigError(
+            f"{p}: must hold a mapping with sections data, model, train; got {type(raw).__name__}"
+        )
     return raw
 
 
@@ -516,4 +577,3 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         return from_dict(apply_overrides(raw, overrides or []))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
-

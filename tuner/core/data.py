@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -101,9 +102,12 @@ def generate(cfg: DataConfig) -> np.ndarray:
     waves = preset_constants(cfg)
     theta, z = latent(cfg)
     t = np.arange(cfg.length, dtype=np.float64)
-    price = (waves.sign_a * np.abs(np.cos(theta)) * np.sin(waves.freq_a * t)
-             + np.abs(np.sin(theta)) * np.sin(waves.freq_b * t)
-             + cfg.bias + waves.noise_std * z)
+    price = (
+        waves.sign_a * np.abs(np.cos(theta)) * np.sin(waves.freq_a * t)
+        + np.abs(np.sin(theta)) * np.sin(waves.freq_b * t)
+        + cfg.bias
+        + waves.noise_std * z
+    )
     if cfg.decimals is not None:
         price = np.round(price, cfg.decimals)
     return price
@@ -121,10 +125,19 @@ def data_constants(cfg: DataConfig) -> dict[str, Any]:
     def period(freq: float) -> float | None:
         return round(2 * math.pi / freq, 6) if freq > 0 else None
 
-    return {"source": "synthetic", "preset": cfg.preset, "period_a": period(waves.freq_a),
-            "period_b": period(waves.freq_b), "freq_a": waves.freq_a, "freq_b": waves.freq_b,
-            "noise_std": waves.noise_std, "walk_step": cfg.walk_step,
-            "n_series": cfg.n_series, "length": cfg.length, "seed": cfg.seed}
+    return {
+        "source": "synthetic",
+        "preset": cfg.preset,
+        "period_a": period(waves.freq_a),
+        "period_b": period(waves.freq_b),
+        "freq_a": waves.freq_a,
+        "freq_b": waves.freq_b,
+        "noise_std": waves.noise_std,
+        "walk_step": cfg.walk_step,
+        "n_series": cfg.n_series,
+        "length": cfg.length,
+        "seed": cfg.seed,
+    }
 
 
 # ---------------------------------------------------------------- loading real prices
@@ -135,8 +148,9 @@ _EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 def _read_table(path: Path) -> pd.DataFrame:
     kind = _EXTENSIONS.get(path.suffix.lower())
     if kind is None:
-        raise ConfigError(f"{path}: unknown file extension {path.suffix!r}; "
-                          f"allowed: {', '.join(_EXTENSIONS)}")
+        raise ConfigError(
+            f"{path}: unknown file extension {path.suffix!r}; allowed: {', '.join(_EXTENSIONS)}"
+        )
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory; allowed: a CSV or Parquet file")
     if not path.is_file():
@@ -148,8 +162,9 @@ def _read_table(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
     except Exception as exc:  # pandas/pyarrow raise many unrelated types for a bad file
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ConfigError(f"{path}: cannot read as {kind} ({exc.__class__.__name__}"
-                          f"{': ' + detail if detail else ''})") from None
+        raise ConfigError(
+            f"{path}: cannot read as {kind} ({exc.__class__.__name__}{': ' + detail if detail else ''})"
+        ) from None
 
 
 def _is_numeric(column: pd.Series | np.dtype) -> bool:
@@ -162,8 +177,11 @@ def _wide(frame: pd.DataFrame, path: Path) -> dict[str, np.ndarray]:
     # 15 s for a 200,000-column file (and a list membership test per column made it quadratic).
     dtypes = list(frame.dtypes)
     numeric = [i for i, dt in enumerate(dtypes) if _is_numeric(dt)]
-    texts = [i for i, dt in enumerate(dtypes) if not _is_numeric(dt)
-             and (pd.api.types.is_object_dtype(dt) or pd.api.types.is_string_dtype(dt))]
+    texts = [
+        i
+        for i, dt in enumerate(dtypes)
+        if not _is_numeric(dt) and (pd.api.types.is_object_dtype(dt) or pd.api.types.is_string_dtype(dt))
+    ]
     for i in texts:
         c, col = frame.columns[i], frame.iloc[:, i]
         # A price column with one typo would otherwise be skipped silently as a text column.
@@ -171,14 +189,20 @@ def _wide(frame: pd.DataFrame, path: Path) -> dict[str, np.ndarray]:
         bad = parsed.isna() & col.notna()
         if parsed.notna().sum() > bad.sum():
             if not bad.any():  # e.g. a Parquet string column of numbers
-                raise ConfigError(f"{path}: column {short(str(c), 60)} holds numbers stored as "
-                                  "text; allowed: a numeric column")
+                raise ConfigError(
+                    f"{path}: column {short(str(c), 60)} holds numbers stored as "
+                    "text; allowed: a numeric column"
+                )
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ConfigError(f"{path}: column {short(str(c), 60)} has a non-numeric value "
-                              f"{short(str(col.iloc[row]), 40)} at row {row}")
+            raise ConfigError(
+                f"{path}: column {short(str(c), 60)} has a non-numeric value "
+                f"{short(str(col.iloc[row]), 40)} at row {row}"
+            )
     if not numeric:
-        raise ConfigError(f"{path}: no numeric column; expected one column of prices per series "
-                          "(or set data.series_column and data.value_column for long format)")
+        raise ConfigError(
+            f"{path}: no numeric column; expected one column of prices per series "
+            "(or set data.series_column and data.value_column for long format)"
+        )
     block = frame.iloc[:, numeric].to_numpy(dtype=np.float64)
     present = ~np.isnan(block)
     # Trailing NaN pads a shorter series; anything else is a gap (checked later).
@@ -187,12 +211,13 @@ def _wide(frame: pd.DataFrame, path: Path) -> dict[str, np.ndarray]:
     return {name: block[:end, j] for j, (name, end) in enumerate(zip(names, ends))}
 
 
-def _long(frame: pd.DataFrame, path: Path, series_column: str,
-          value_column: str) -> dict[str, np.ndarray]:
+def _long(frame: pd.DataFrame, path: Path, series_column: str, value_column: str) -> dict[str, np.ndarray]:
     missing = [c for c in (series_column, value_column) if c not in frame.columns]
     if missing:
-        raise ConfigError(f"{path}: missing column(s) {', '.join(map(repr, missing))}; "
-                          f"columns: {', '.join(map(str, frame.columns))}")
+        raise ConfigError(
+            f"{path}: missing column(s) {', '.join(map(repr, missing))}; "
+            f"columns: {', '.join(map(str, frame.columns))}"
+        )
     values = frame[value_column]
     if not _is_numeric(values):
         raise ConfigError(f"{path}: column {value_column!r} is not numeric")
@@ -214,18 +239,23 @@ def check_series(series: dict[str, np.ndarray], min_length: int, source: str) ->
             raise ConfigError(f"{where} has an infinite value at row {int(np.argmax(np.isinf(p)))}")
         if (np.abs(p) > MAX_PRICE).any():
             row = int(np.argmax(np.abs(p) > MAX_PRICE))
-            raise ConfigError(f"{where} has a price {float(p[row]):g} at row {row}; prices must "
-                              f"be <= {MAX_PRICE:g}")
+            raise ConfigError(
+                f"{where} has a price {float(p[row]):g} at row {row}; prices must be <= {MAX_PRICE:g}"
+            )
         if (p <= 0).any():
-            raise ConfigError(f"{where} has a non-positive price {float(p[p <= 0][0])!r} "
-                              f"at row {int(np.argmax(p <= 0))}; prices must be > 0")
+            raise ConfigError(
+                f"{where} has a non-positive price {float(p[p <= 0][0])!r} "
+                f"at row {int(np.argmax(p <= 0))}; prices must be > 0"
+            )
         if p.size < min_length:
-            raise ConfigError(f"{where} has {p.size} prices; at least {min_length} are needed "
-                              "(data.window + 2)")
+            raise ConfigError(
+                f"{where} has {p.size} prices; at least {min_length} are needed (data.window + 2)"
+            )
 
 
-def load_prices(path: str | Path, series_column: str | None = None,
-                value_column: str | None = None, min_length: int = 2) -> list[np.ndarray]:
+def load_prices(
+    path: str | Path, series_column: str | None = None, value_column: str | None = None, min_length: int = 2
+) -> list[np.ndarray]:
     """Price series from a CSV or Parquet file (chosen by extension: .csv, .parquet, .pq).
 
     Wide format (no column names given): every numeric column is one series; trailing empty
@@ -250,8 +280,7 @@ def prices(cfg: DataConfig) -> list[np.ndarray]:
     """The configured price series: loaded from ``cfg.path`` or generated, at least
     ``cfg.window + 2`` prices each."""
     if cfg.path is not None:
-        return load_prices(cfg.path, cfg.series_column, cfg.value_column,
-                           min_length=cfg.window + 2)
+        return load_prices(cfg.path, cfg.series_column, cfg.value_column, min_length=cfg.window + 2)
     return list(generate(cfg))
 
 
@@ -270,12 +299,17 @@ def pad_series(series: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     out = np.empty((len(series), int(lengths.max())), dtype=np.float64)
     for i, p in enumerate(series):
         out[i, : len(p)] = p
-        out[i, len(p):] = p[-1]
+        out[i, len(p) :] = p[-1]
     return out, lengths
 
 
-def q_targets(prices: Sequence[np.ndarray] | np.ndarray, gamma: float, cost: float = 0.0,
-              flat_action: bool = False, lengths: np.ndarray | None = None) -> np.ndarray:
+def q_targets(
+    prices: Sequence[np.ndarray] | np.ndarray,
+    gamma: float,
+    cost: float = 0.0,
+    flat_action: bool = False,
+    lengths: np.ndarray | None = None,
+) -> np.ndarray:
     """Bellman Q values (S, Tmax-1, A) float64 of every step and action, computed backwards.
 
     ``Q[t,a] = r[t,a] + gamma * max_a' (Q[t+1,a'] - cost*|pos(a') - pos(a)|)`` with
@@ -354,27 +388,33 @@ class SeriesSet:
         """Number of steps that count in the loss (``mask.sum()``)."""
         return int(self.mask.sum())
 
-    def inputs(self, start: int, stop: int,
-               rows: slice | torch.Tensor | None = None) -> torch.Tensor:
+    def inputs(self, start: int, stop: int, rows: slice | torch.Tensor | None = None) -> torch.Tensor:
         """Inputs (B, stop-start, window) of steps ``start .. stop-1``: element ``[b, i, k]`` is
         the standardised ``d[start+i-k]``, newest first, built from a view by `unfold`."""
         if not 0 <= start < stop <= self.steps:
-            raise ValueError(f"inputs: need 0 <= start < stop <= {self.steps}; "
-                             f"got start={start}, stop={stop}")
+            raise ValueError(
+                f"inputs: need 0 <= start < stop <= {self.steps}; got start={start}, stop={stop}"
+            )
         d = self.diffs if rows is None else self.diffs[rows]
-        seg = d[:, start: stop + self.window - 1]
+        seg = d[:, start : stop + self.window - 1]
         # unfold gives oldest-first windows: [..., j] = d[t - (window-1) + j].
         return seg.unfold(1, self.window, 1).flip(-1)
 
     def select(self, rows: slice | torch.Tensor) -> SeriesSet:
         """The rows `rows` (e.g. a mini-batch of series), keeping T so chunks stay aligned."""
-        return SeriesSet(self.diffs[rows], self.targets[rows], self.mask[rows],
-                         self.lengths[rows], self.window)
+        return SeriesSet(
+            self.diffs[rows], self.targets[rows], self.mask[rows], self.lengths[rows], self.window
+        )
 
     def to(self, device: str | torch.device) -> SeriesSet:
         """The same set on `device`."""
-        return SeriesSet(self.diffs.to(device), self.targets.to(device), self.mask.to(device),
-                         self.lengths.to(device), self.window)
+        return SeriesSet(
+            self.diffs.to(device),
+            self.targets.to(device),
+            self.mask.to(device),
+            self.lengths.to(device),
+            self.window,
+        )
 
 
 @dataclass
@@ -387,8 +427,8 @@ class Prepared:
     number of leading steps masked in every validation row (the training part when all series
     have the same length, 0 when a whole series is held out), so a caller may run those steps
     without computing the loss. ``val_covers_train``: the first validation rows are the training
-    rows uncut (a tail hold-out), so one pass over them scores both sets. Raw Q = ``targets * target_std + target_mean``; raw difference =
-    ``diffs * diff_std + diff_mean``."""
+    rows uncut (a tail hold-out), so one pass over them scores both sets. Raw Q =
+    ``targets * target_std + target_mean``; raw difference = ``diffs * diff_std + diff_mean``."""
 
     train: SeriesSet
     val: SeriesSet | None
@@ -403,11 +443,15 @@ class Prepared:
     def split(self) -> dict[str, Any]:
         """The split in numbers: series and loss-counted steps of each part, for printing."""
         val = self.val
-        return {"train_series": self.train.n_series, "train_steps": self.train.n_real,
-                "val_series": 0 if val is None else val.n_series,
-                "val_steps": 0 if val is None else val.n_real,
-                "val_whole_series": 0 if val is None else
-                val.n_series - (self.train.n_series if self.val_covers_train else 0)}
+        return {
+            "train_series": self.train.n_series,
+            "train_steps": self.train.n_real,
+            "val_series": 0 if val is None else val.n_series,
+            "val_steps": 0 if val is None else val.n_real,
+            "val_whole_series": 0
+            if val is None
+            else val.n_series - (self.train.n_series if self.val_covers_train else 0),
+        }
 
 
 def _std_or_one(x: np.ndarray) -> float:
@@ -415,9 +459,16 @@ def _std_or_one(x: np.ndarray) -> float:
     return std if std > 0 else 1.0
 
 
-def _series_set(series: Sequence[np.ndarray], cfg: DataConfig, loss_from: Sequence[int],
-                diff_mean: float, diff_std: float, target_mean: float, target_std: float,
-                device: str | torch.device) -> SeriesSet:
+def _series_set(
+    series: Sequence[np.ndarray],
+    cfg: DataConfig,
+    loss_from: Sequence[int],
+    diff_mean: float,
+    diff_std: float,
+    target_mean: float,
+    target_std: float,
+    device: str | torch.device,
+) -> SeriesSet:
     padded, lens = pad_series(series)
     steps_per = lens - 1
     steps = int(steps_per.max())
@@ -444,21 +495,25 @@ def check_split(series: Sequence[np.ndarray], cfg: DataConfig) -> list[int]:
     check_series({str(i): p for i, p in enumerate(series)}, cfg.window + 2, "data")
     n_train_series = len(series) - cfg.val_series
     if n_train_series < 1:
-        raise ConfigError(f"data.val_series: got {cfg.val_series}; allowed: fewer than the "
-                          f"{len(series)} series in the data")
+        raise ConfigError(
+            f"data.val_series: got {cfg.val_series}; allowed: fewer than the {len(series)} series in the data"
+        )
     train_steps: list[int] = []
     for i, p in enumerate(series[:n_train_series]):
         steps = len(p) - 1
         n_val = max(1, round(cfg.val_fraction * steps)) if cfg.val_fraction > 0 else 0
         if steps - n_val < 1:
-            raise ConfigError(f"data.val_fraction: got {cfg.val_fraction}; series {i} has "
-                              f"{steps} steps and would keep no training step")
+            raise ConfigError(
+                f"data.val_fraction: got {cfg.val_fraction}; series {i} has "
+                f"{steps} steps and would keep no training step"
+            )
         train_steps.append(steps - n_val)
     return train_steps
 
 
-def prepare_from(series: Sequence[np.ndarray], cfg: DataConfig,
-                 device: str | torch.device = "cpu") -> Prepared:
+def prepare_from(
+    series: Sequence[np.ndarray], cfg: DataConfig, device: str | torch.device = "cpu"
+) -> Prepared:
     """`prepare` on given price series (used by `prepare`; handy for tests and real data).
 
     Split: the last ``cfg.val_series`` series are held out whole; of every other series the last
@@ -489,10 +544,17 @@ def prepare_from(series: Sequence[np.ndarray], cfg: DataConfig,
     val_rows += series[n_train_series:]
     loss_from += [0] * cfg.val_series
     val = _series_set(val_rows, cfg, loss_from, *stats, device) if val_rows else None
-    return Prepared(train=train, val=val, val_warmup=min(loss_from) if loss_from else 0,
-                    target_mean=target_mean, target_std=target_std, diff_mean=diff_mean,
-                    diff_std=diff_std, n_actions=cfg.n_actions,
-                    val_covers_train=cfg.val_fraction > 0)
+    return Prepared(
+        train=train,
+        val=val,
+        val_warmup=min(loss_from) if loss_from else 0,
+        target_mean=target_mean,
+        target_std=target_std,
+        diff_mean=diff_mean,
+        diff_std=diff_std,
+        n_actions=cfg.n_actions,
+        val_covers_train=cfg.val_fraction > 0,
+    )
 
 
 def prepare(cfg: DataConfig, device: str | torch.device = "cpu") -> Prepared:

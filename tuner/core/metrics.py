@@ -17,10 +17,26 @@ from collections.abc import Iterable
 
 import numpy as np
 
-EPOCH_COLUMNS = ("epoch", "train_loss_running", "train_loss", "val_loss", "best_val_loss",
-                 "best_epoch", "chunks", "stage", "lr", "grad_norm_mean", "grad_norm_max",
-                 "clip_fraction", "epoch_time_s", "eval_time_s", "steps_per_s", "timesteps",
-                 "updates", "train_time_s")
+EPOCH_COLUMNS = (
+    "epoch",
+    "train_loss_running",
+    "train_loss",
+    "val_loss",
+    "best_val_loss",
+    "best_epoch",
+    "chunks",
+    "stage",
+    "lr",
+    "grad_norm_mean",
+    "grad_norm_max",
+    "clip_fraction",
+    "epoch_time_s",
+    "eval_time_s",
+    "steps_per_s",
+    "timesteps",
+    "updates",
+    "train_time_s",
+)
 """The per-epoch record, in column order. The three losses (masked MSE, standardised units):
 
 - `train_loss_running`: the squared error summed over the epoch's training steps as the

@@ -16,8 +16,7 @@ from tuner.core.config import ModelConfig
 State = tuple[torch.Tensor, torch.Tensor]
 """(h, c) of the stacked LSTM, each of shape (2 layers, batch, lstm_units)."""
 
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU,
-                "linear": nn.Identity}
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "linear": nn.Identity}
 
 
 class GaussianNoise(nn.Module):
@@ -40,8 +39,12 @@ class QNet(nn.Module):
         super().__init__()
         act = _ACTIVATIONS[cfg.activation]
         self.dense = nn.Sequential(
-            nn.Linear(n_inputs, cfg.dense_units), act(), GaussianNoise(cfg.noise_std),
-            nn.Linear(cfg.dense_units, cfg.dense_units), act(), GaussianNoise(cfg.noise_std),
+            nn.Linear(n_inputs, cfg.dense_units),
+            act(),
+            GaussianNoise(cfg.noise_std),
+            nn.Linear(cfg.dense_units, cfg.dense_units),
+            act(),
+            GaussianNoise(cfg.noise_std),
         )
         self.lstm = nn.LSTM(cfg.dense_units, cfg.lstm_units, num_layers=2, batch_first=True)
         self.head = nn.Linear(cfg.lstm_units, n_actions)
@@ -64,7 +67,7 @@ class QNet(nn.Module):
             state = (zeros, zeros)
         outs = []
         for start in range(0, z.shape[1], self.segment):
-            piece = z[:, start:start + self.segment]
+            piece = z[:, start : start + self.segment]
             out, h, c = checkpoint(self._lstm_flat, piece, *state, use_reentrant=False)
             outs.append(out)
             state = (h, c)

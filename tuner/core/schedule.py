@@ -96,12 +96,13 @@ class ChunkSchedule:
         """
         saved = state.get("chunks")
         if saved is not None and tuple(int(n) for n in saved) != self._chunks:
-            raise ValueError(f"schedule state was saved for chunks {list(saved)}, "
-                             f"but this schedule has {list(self._chunks)}")
+            raise ValueError(
+                f"schedule state was saved for chunks {list(saved)}, "
+                f"but this schedule has {list(self._chunks)}"
+            )
         stage = int(state["stage"])
         if not 0 <= stage < len(self._chunks):
-            raise ValueError(f"schedule state: stage {stage} out of range for "
-                             f"{len(self._chunks)} stages")
+            raise ValueError(f"schedule state: stage {stage} out of range for {len(self._chunks)} stages")
         since = int(state["since_improvement"])
         if since < 0:
             raise ValueError(f"schedule state: since_improvement {since} is negative")

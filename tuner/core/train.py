@@ -22,11 +22,11 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 
-from tuner.core import config as config_mod
 from tuner.core.atomic import atomic_write
 from tuner.core.clipping import EpochClipStats, make_clipper
 from tuner.core.config import Config, ConfigError, TrainConfig
@@ -40,7 +40,6 @@ CHECKPOINT_FORMAT = 2
 """2: records use the train_loss_running/train_loss/val_loss names and the best model rides along."""
 EVAL_CHUNK_STEPS = 4096
 """Evaluation needs no gradient, so it runs in long chunks whatever N is (bounds memory only)."""
-
 
 
 def set_seed(seed: int) -> None:
@@ -59,18 +58,26 @@ def resolve_device(name: str | None, gpu: bool | None = None) -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or (name is None and gpu):
         if not cuda and gpu:
-            raise ConfigError(f"given GPU {_visible_gpus()} but torch.cuda.is_available() is "
-                              "False: install a CUDA build of torch on this node, or set "
-                              "resources.gpu: 0")
+            raise ConfigError(
+                f"given GPU {_visible_gpus()} but torch.cuda.is_available() is "
+                "False: install a CUDA build of torch on this node, or set "
+                "resources.gpu: 0"
+            )
         if not cuda:
-            raise ConfigError("train.device: got 'cuda' but torch.cuda.is_available() is False; "
-                              "allowed: auto, cpu (or install a CUDA build of torch)")
+            raise ConfigError(
+                "train.device: got 'cuda' but torch.cuda.is_available() is False; "
+                "allowed: auto, cpu (or install a CUDA build of torch)"
+            )
         return torch.device("cuda")
     if gpu is False:  # null or auto without a GPU reserved: stay off GPUs others reserved
         return torch.device("cpu")
     if gpu and not cuda:
-        warnings.warn(f"given GPU {_visible_gpus()} but torch.cuda.is_available() is False: "
-                      "training on the CPU (train.device: auto)", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"given GPU {_visible_gpus()} but torch.cuda.is_available() is False: "
+            "training on the CPU (train.device: auto)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return torch.device("cuda" if cuda else "cpu")
 
 
@@ -84,17 +91,21 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch
     eps = {} if cfg.eps is None else {"eps": cfg.eps}
     wd = cfg.weight_decay
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=wd,
-                               nesterov=cfg.nesterov and cfg.momentum > 0)
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=wd,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+        )
     if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, momentum=cfg.momentum,
-                                   weight_decay=wd, **eps)
+        return torch.optim.RMSprop(
+            params, lr=cfg.lr, alpha=cfg.alpha, momentum=cfg.momentum, weight_decay=wd, **eps
+        )
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                weight_decay=wd, **eps)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd, **eps)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                 weight_decay=wd, **eps)
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd, **eps)
     if cfg.optimizer == "adagrad":
         return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=wd, **eps)
     if cfg.optimizer == "adadelta":
@@ -160,8 +171,12 @@ class TrainingState:
             "updates": self.updates,
             "train_time_s": self.train_time_s,
             "records": [dict(r) for r in self.records],
-            "best": {"value": self.best_value, "epoch": self.best_epoch,
-                     "model": self.best_model, "bad_epochs": self.bad_epochs},
+            "best": {
+                "value": self.best_value,
+                "epoch": self.best_epoch,
+                "model": self.best_model,
+                "bad_epochs": self.bad_epochs,
+            },
             "early_stopped": self.early_stopped,
             "rng": rng,
         }
@@ -169,8 +184,10 @@ class TrainingState:
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         """Restore from `state_dict()`; the current config's lr wins (PBT mutates it on exploit)."""
         if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint format {ckpt.get('format')!r} is not {CHECKPOINT_FORMAT} "
-                             "(written by an older version; start the run again)")
+            raise ValueError(
+                f"checkpoint format {ckpt.get('format')!r} is not {CHECKPOINT_FORMAT} "
+                "(written by an older version; start the run again)"
+            )
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         for group in self.optimizer.param_groups:
@@ -246,8 +263,13 @@ def save_best_model(state: TrainingState, path: str | Path) -> None:
     weights_only=True)["model"])``; `epoch`/`value` say which epoch and selection loss."""
     if state.best_model is None:
         raise ValueError("no best model yet: no epoch ended with a finite loss")
-    best = {"format": CHECKPOINT_FORMAT, "config": state.config.to_dict(),
-            "model": state.best_model, "epoch": state.best_epoch, "value": state.best_value}
+    best = {
+        "format": CHECKPOINT_FORMAT,
+        "config": state.config.to_dict(),
+        "model": state.best_model,
+        "epoch": state.best_epoch,
+        "value": state.best_value,
+    }
     atomic_write(path, lambda fh: torch.save(best, fh))
 
 
@@ -256,8 +278,9 @@ def new_state(config: Config, n_inputs: int, n_actions: int, device: torch.devic
     set_seed(config.train.seed)
     model = QNet(n_inputs, n_actions, config.model).to(device)
     optimizer = build_optimizer(list(model.parameters()), config.train)
-    return TrainingState(config, model, optimizer, ChunkSchedule(config.train.schedule),
-                         make_clipper(config.train.clip))
+    return TrainingState(
+        config, model, optimizer, ChunkSchedule(config.train.schedule), make_clipper(config.train.clip)
+    )
 
 
 def _series_groups(n_series: int, batch: int | None, seed: int, epoch: int) -> list[torch.Tensor] | None:
@@ -286,8 +309,9 @@ def train_epoch(state: TrainingState, data: SeriesSet) -> dict[str, Any]:
     model.train()
     n = state.schedule.chunks
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = _series_groups(data.mask.shape[0], state.config.train.batch_series,
-                            state.config.train.seed, state.epoch)
+    groups = _series_groups(
+        data.mask.shape[0], state.config.train.batch_series, state.config.train.seed, state.epoch
+    )
     parts = [data] if groups is None else [data.select(rows) for rows in groups]
     stats = EpochClipStats()
     n_actions = data.targets.shape[-1]
@@ -325,13 +349,18 @@ def train_epoch(state: TrainingState, data: SeriesSet) -> dict[str, Any]:
         loss = math.inf
     state.timesteps += real_steps
     state.train_time_s += elapsed
-    return {"train_loss_running": loss, "chunks": n, "stage": state.schedule.stage, **stats.summary(),
-            "epoch_time_s": elapsed, "steps_per_s": real_steps / elapsed if elapsed > 0 else 0.0}
+    return {
+        "train_loss_running": loss,
+        "chunks": n,
+        "stage": state.schedule.stage,
+        **stats.summary(),
+        "epoch_time_s": elapsed,
+        "steps_per_s": real_steps / elapsed if elapsed > 0 else 0.0,
+    }
 
 
 @torch.no_grad()
-def _eval_pass(model: QNet, data: SeriesSet,
-               prefix: SeriesSet | None = None) -> tuple[float, float]:
+def _eval_pass(model: QNet, data: SeriesSet, prefix: SeriesSet | None = None) -> tuple[float, float]:
     """(MSE over `data`'s mask, MSE over `prefix`'s mask) from a reset state, noise off.
 
     `prefix` (or None) holds the first rows of `data` cut to its own steps, with the same inputs
@@ -347,8 +376,7 @@ def _eval_pass(model: QNet, data: SeriesSet,
         sq += _masked_sq_error(q, data.targets[:, a:b], data.mask[:, a:b])
         if prefix is not None and a < prefix.steps:
             c, rows = min(b, prefix.steps), prefix.n_series
-            sq_prefix += _masked_sq_error(q[:rows, : c - a], prefix.targets[:, a:c],
-                                          prefix.mask[:, a:c])
+            sq_prefix += _masked_sq_error(q[:rows, : c - a], prefix.targets[:, a:c], prefix.mask[:, a:c])
     model.train(was_training)
 
     def mean(total: torch.Tensor, s: SeriesSet | None) -> float:
@@ -379,8 +407,12 @@ def evaluate_split(model: QNet, data: Prepared) -> tuple[float, float]:
     return evaluate(model, data.train), evaluate(model, data.val)
 
 
-def fit(config: Config, on_epoch: EpochCallback | None = None,
-        checkpoint: dict[str, Any] | None = None, data: Prepared | None = None) -> Result:
+def fit(
+    config: Config,
+    on_epoch: EpochCallback | None = None,
+    checkpoint: dict[str, Any] | None = None,
+    data: Prepared | None = None,
+) -> Result:
     """Train `config` to `train.max_epochs` (or divergence, or a stop from `on_epoch`).
 
     `checkpoint` (a `TrainingState.state_dict()`) resumes exactly where it was saved; `data`
@@ -415,8 +447,9 @@ def _finish_record(state: TrainingState, data: Prepared, partial: dict[str, Any]
     start = time.perf_counter()
     held_out = data.val is not None
     diverged = not math.isfinite(partial["train_loss_running"])
-    train_loss, val_loss = ((math.inf, math.inf if held_out else math.nan) if diverged
-                            else evaluate_split(state.model, data))
+    train_loss, val_loss = (
+        (math.inf, math.inf if held_out else math.nan) if diverged else evaluate_split(state.model, data)
+    )
     if not math.isfinite(train_loss):
         # The epoch's updates left weights whose outputs overflow: the run diverged at this
         # epoch, although the running loss (measured before those updates) may be finite.
@@ -425,11 +458,17 @@ def _finish_record(state: TrainingState, data: Prepared, partial: dict[str, Any]
         state.track_best(val_loss if held_out else train_loss)
         state.schedule.step(partial["train_loss_running"])
     record = {
-        "epoch": state.epoch, **partial, "train_loss": train_loss, "val_loss": val_loss,
+        "epoch": state.epoch,
+        **partial,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
         "best_val_loss": state.best_value if held_out else math.nan,
-        "best_epoch": state.best_epoch, "eval_time_s": time.perf_counter() - start,
-        "lr": state.optimizer.param_groups[0]["lr"], "timesteps": state.timesteps,
-        "updates": state.updates, "train_time_s": state.train_time_s,
+        "best_epoch": state.best_epoch,
+        "eval_time_s": time.perf_counter() - start,
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "timesteps": state.timesteps,
+        "updates": state.updates,
+        "train_time_s": state.train_time_s,
     }
     return {k: record[k] for k in EPOCH_COLUMNS}
 

@@ -77,8 +77,10 @@ class _Loader(yaml.SafeLoader):
             self.aliases += 1
             if self.aliases > MAX_ALIASES:
                 event = self.peek_event()
-                raise YamlError(f"more than {MAX_ALIASES} aliases (line "
-                                f"{event.start_mark.line + 1}); allowed: at most {MAX_ALIASES}")
+                raise YamlError(
+                    f"more than {MAX_ALIASES} aliases (line "
+                    f"{event.start_mark.line + 1}); allowed: at most {MAX_ALIASES}"
+                )
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
@@ -94,8 +96,9 @@ class _Loader(yaml.SafeLoader):
                 except TypeError:  # an unhashable key: PyYAML reports it itself
                     continue
                 if first is not None:
-                    raise YamlError(f"key {short(key)} appears twice (lines {first} and {line});"
-                                    " allowed: each key once")
+                    raise YamlError(
+                        f"key {short(key)} appears twice (lines {first} and {line}); allowed: each key once"
+                    )
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
@@ -113,8 +116,10 @@ def _expanded_size(root: yaml.Node) -> int:
         if key in memo:
             return memo[key]
         if key in active:
-            raise YamlError(f"an alias refers to itself (line {node.start_mark.line + 1}); "
-                            "allowed: aliases to finished nodes")
+            raise YamlError(
+                f"an alias refers to itself (line {node.start_mark.line + 1}); "
+                "allowed: aliases to finished nodes"
+            )
         active.add(key)
         total = 1
         if isinstance(node, yaml.SequenceNode):
@@ -139,8 +144,10 @@ def load_text(text: str) -> Any:
         if node is None:
             return None
         if _expanded_size(node) > MAX_NODES:
-            raise YamlError(f"the document expands to more than {MAX_NODES:,} nodes through "
-                            "its aliases; allowed: a plain config (aliases are for small reuse)")
+            raise YamlError(
+                f"the document expands to more than {MAX_NODES:,} nodes through "
+                "its aliases; allowed: a plain config (aliases are for small reuse)"
+            )
         return loader.construct_document(node)
     except RecursionError:
         raise YamlError("nested too deeply; allowed: a plain config") from None
@@ -148,8 +155,7 @@ def load_text(text: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or getattr(exc, "reason", None)
-        raise YamlError(f"not valid YAML{where}"
-                        + (f" ({str(problem)[:60]})" if problem else "")) from None
+        raise YamlError(f"not valid YAML{where}" + (f" ({str(problem)[:60]})" if problem else "")) from None
     finally:
         if loader is not None:
             loader.dispose()

@@ -44,7 +44,24 @@ from tuner.report.markdown import (
 )
 
 __all__ = [
-    "H_ABLATION", "H_AXIS", "H_BEST", "H_CLAIMS", "H_CURVES", "H_DIVERGED", "H_EDGES", "H_GRAD",
-    "H_ANYTIME", "H_IMPORTANCE", "H_OVERFIT", "H_SEARCH", "H_STUDY", "H_SUMMARY", "ReportError", "StudyFiles",
-    "load_study", "main", "make_report", "parameter_importance",
+    "H_ABLATION",
+    "H_AXIS",
+    "H_BEST",
+    "H_CLAIMS",
+    "H_CURVES",
+    "H_DIVERGED",
+    "H_EDGES",
+    "H_GRAD",
+    "H_ANYTIME",
+    "H_IMPORTANCE",
+    "H_OVERFIT",
+    "H_SEARCH",
+    "H_STUDY",
+    "H_SUMMARY",
+    "ReportError",
+    "StudyFiles",
+    "load_study",
+    "main",
+    "make_report",
+    "parameter_importance",
 ]

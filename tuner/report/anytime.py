@@ -28,8 +28,12 @@ import pandas as pd
 import yaml
 
 # The one place that names epochs.csv columns (switch here when the columns are renamed).
-EPOCH_VALUE = {"train_loss": "train_loss", "best_train_loss": "train_loss",
-               "val_loss": "val_loss", "best_val_loss": "val_loss"}
+EPOCH_VALUE = {
+    "train_loss": "train_loss",
+    "best_train_loss": "train_loss",
+    "val_loss": "val_loss",
+    "best_val_loss": "val_loss",
+}
 """Objective -> the per-epoch column whose running best is that objective's anytime value."""
 TRAIN_LOSS, VAL_LOSS = "train_loss", "val_loss"
 """The per-epoch training loss (a smoothed version ranks trials) and held-out loss columns."""
@@ -39,8 +43,17 @@ EPOCH_SECONDS, WALL_TIME = "epoch_time_s", "wall_time"
 """Seconds of one epoch; the wall-clock time an epoch ended (used for ordering when present)."""
 AXES = {"timesteps": TIMESTEPS, "seconds": SECONDS}
 """Compute axes of the curve: its column name -> the cumulative epochs.csv counter summed."""
-CURVE_COLUMNS = ("experiment", "trial_id", "epoch", "timesteps", "seconds", "value", "best",
-                 "warm", "improved")
+CURVE_COLUMNS = (
+    "experiment",
+    "trial_id",
+    "epoch",
+    "timesteps",
+    "seconds",
+    "value",
+    "best",
+    "warm",
+    "improved",
+)
 
 
 def value_column(metric: str) -> str:
@@ -48,8 +61,9 @@ def value_column(metric: str) -> str:
     try:
         return EPOCH_VALUE[metric]
     except KeyError:
-        raise ValueError(f"objective {metric!r} has no per-epoch value; allowed: "
-                         f"{', '.join(EPOCH_VALUE)}") from None
+        raise ValueError(
+            f"objective {metric!r} has no per-epoch value; allowed: {', '.join(EPOCH_VALUE)}"
+        ) from None
 
 
 def _increments(epochs: pd.DataFrame, column: str) -> pd.Series:
@@ -82,8 +96,14 @@ def _trial_order(trials: pd.DataFrame) -> list[str]:
     return list(ids.iloc[np.lexsort([ids.to_numpy(), key.fillna(np.inf).to_numpy()])])
 
 
-def anytime_curve(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val_loss",
-                  mode: str = "min", slots: int = 1, warm_start: int = 0) -> pd.DataFrame:
+def anytime_curve(
+    trials: pd.DataFrame,
+    epochs: pd.DataFrame,
+    metric: str = "val_loss",
+    mode: str = "min",
+    slots: int = 1,
+    warm_start: int = 0,
+) -> pd.DataFrame:
     """One row per (trial, epoch) in the order epochs ended, with the best value so far.
 
     Columns: experiment, trial_id, epoch, timesteps and seconds (cumulative over the study),
@@ -119,18 +139,29 @@ def anytime_curve(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val
     if not frames:
         return pd.DataFrame(columns=list(CURVE_COLUMNS))
     rows = pd.concat(frames, ignore_index=True)
-    value = pd.to_numeric(rows[column], errors="coerce").astype(float) if column in rows \
+    value = (
+        pd.to_numeric(rows[column], errors="coerce").astype(float)
+        if column in rows
         else pd.Series(np.nan, index=rows.index)
+    )
     finite = value.where(np.isfinite(value))
     # cummin/cummax leave NaN where the input is NaN: carry the best forward through those rows.
     best = (finite.cummin() if mode == "min" else finite.cummax()).ffill()
     previous = best.shift(1)
     improved = best.notna() & (previous.isna() | (best != previous))
-    return pd.DataFrame({
-        "experiment": rows["experiment"], "trial_id": rows["trial_id"],
-        "epoch": rows["epoch"].astype(int), "timesteps": rows["_dt"].cumsum(),
-        "seconds": rows["_ds"].cumsum(), "value": value, "best": best,
-        "warm": rows["warm"].astype(bool), "improved": improved})
+    return pd.DataFrame(
+        {
+            "experiment": rows["experiment"],
+            "trial_id": rows["trial_id"],
+            "epoch": rows["epoch"].astype(int),
+            "timesteps": rows["_dt"].cumsum(),
+            "seconds": rows["_ds"].cumsum(),
+            "value": value,
+            "best": best,
+            "warm": rows["warm"].astype(bool),
+            "improved": improved,
+        }
+    )
 
 
 def best_at(curve: pd.DataFrame, budget: float, axis: str = "timesteps") -> float:
@@ -139,8 +170,13 @@ def best_at(curve: pd.DataFrame, budget: float, axis: str = "timesteps") -> floa
     return float(inside.iloc[-1]) if len(inside) else math.nan
 
 
-def compute_to_reach(curve: pd.DataFrame, target: float, axis: str = "timesteps",
-                     mode: str = "min", budget: float | None = None) -> float:
+def compute_to_reach(
+    curve: pd.DataFrame,
+    target: float,
+    axis: str = "timesteps",
+    mode: str = "min",
+    budget: float | None = None,
+) -> float:
     """The compute (`axis`) at which the best value first reached `target`; +inf if never
     (or only after `budget`)."""
     reached = curve["best"] <= target if mode == "min" else curve["best"] >= target
@@ -156,10 +192,12 @@ def study_settings(meta: dict[str, Any]) -> dict[str, Any]:
     training loss."""
     search = (meta or {}).get("search") or {}
     metric = search.get("metric", TRAIN_LOSS)
-    return {"metric": metric if metric in EPOCH_VALUE else TRAIN_LOSS,
-            "mode": search.get("mode", "min"),
-            "slots": int(search.get("max_concurrent") or 1),
-            "warm_start": len(search.get("start_from") or [])}
+    return {
+        "metric": metric if metric in EPOCH_VALUE else TRAIN_LOSS,
+        "mode": search.get("mode", "min"),
+        "slots": int(search.get("max_concurrent") or 1),
+        "warm_start": len(search.get("start_from") or []),
+    }
 
 
 def study_curve(study_dir: str | Path, metric: str | None = None) -> pd.DataFrame:
@@ -170,5 +208,11 @@ def study_curve(study_dir: str | Path, metric: str | None = None) -> pd.DataFram
     settings = study_settings(yaml.safe_load(path.read_text()) if path.exists() else {})
     trials = pd.read_csv(study_dir / "trials.csv", dtype={"trial_id": str})
     epochs = pd.read_csv(study_dir / "epochs.csv", dtype={"trial_id": str})
-    return anytime_curve(trials, epochs, metric or settings["metric"], settings["mode"],
-                         settings["slots"], settings["warm_start"])
+    return anytime_curve(
+        trials,
+        epochs,
+        metric or settings["metric"],
+        settings["mode"],
+        settings["slots"],
+        settings["warm_start"],
+    )

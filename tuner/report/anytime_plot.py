@@ -18,24 +18,37 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-AXIS_LABELS = {"timesteps": "compute (time steps, all trials)",
-               "seconds": "compute (training seconds, all trials)"}
+AXIS_LABELS = {
+    "timesteps": "compute (time steps, all trials)",
+    "seconds": "compute (training seconds, all trials)",
+}
 
 
-def plot_study(curve: pd.DataFrame, path: str | Path, axis: str = "timesteps",
-               ylabel: str = "best objective so far", title: str = "",
-               hlines: Mapping[str, float] | None = None) -> Path:
+def plot_study(
+    curve: pd.DataFrame,
+    path: str | Path,
+    axis: str = "timesteps",
+    ylabel: str = "best objective so far",
+    title: str = "",
+    hlines: Mapping[str, float] | None = None,
+) -> Path:
     """One study's anytime curve, one line per experiment; `hlines`: label -> reference value."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for experiment, part in curve.groupby("experiment", sort=False):
         shown = part.dropna(subset=["best"])
         if not len(shown):
             continue
-        line, = ax.step(shown[axis], shown["best"], where="post", label=str(experiment))
+        (line,) = ax.step(shown[axis], shown["best"], where="post", label=str(experiment))
         warm = shown[shown["warm"] & shown["improved"]]
         if len(warm):
-            ax.plot(warm[axis], warm["best"], "o", color=line.get_color(), mfc="none",
-                    label=f"{experiment}: warm-start points")
+            ax.plot(
+                warm[axis],
+                warm["best"],
+                "o",
+                color=line.get_color(),
+                mfc="none",
+                label=f"{experiment}: warm-start points",
+            )
     _finish(ax, axis, ylabel, title, hlines)
     return _save(fig, path)
 
@@ -55,20 +68,32 @@ def band(curves: Sequence[pd.DataFrame], grid: np.ndarray, axis: str = "timestep
     stack = np.vstack(rows) if rows else np.full((1, len(grid)), np.nan)
     with warnings.catch_warnings():  # 'All-NaN slice': NaN is the right answer there
         warnings.simplefilter("ignore", RuntimeWarning)
-        return pd.DataFrame({axis: grid, "median": np.nanmedian(stack, axis=0),
-                             "min": np.nanmin(stack, axis=0), "max": np.nanmax(stack, axis=0)})
+        return pd.DataFrame(
+            {
+                axis: grid,
+                "median": np.nanmedian(stack, axis=0),
+                "min": np.nanmin(stack, axis=0),
+                "max": np.nanmax(stack, axis=0),
+            }
+        )
 
 
-def plot_strategies(curves: Mapping[str, Sequence[pd.DataFrame]], path: str | Path,
-                    budget: float, axis: str = "timesteps", ylabel: str = "best held-out loss",
-                    title: str = "", hlines: Mapping[str, float] | None = None,
-                    points: int = 200) -> Path:
+def plot_strategies(
+    curves: Mapping[str, Sequence[pd.DataFrame]],
+    path: str | Path,
+    budget: float,
+    axis: str = "timesteps",
+    ylabel: str = "best held-out loss",
+    title: str = "",
+    hlines: Mapping[str, float] | None = None,
+    points: int = 200,
+) -> Path:
     """Median line and min-max band over repeats for each strategy, up to `budget`."""
     grid = np.linspace(0.0, budget, points)
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, repeats in curves.items():
         b = band(repeats, grid, axis)
-        line, = ax.plot(b[axis], b["median"], label=f"{name} (median of {len(repeats)})")
+        (line,) = ax.plot(b[axis], b["median"], label=f"{name} (median of {len(repeats)})")
         ax.fill_between(b[axis], b["min"], b["max"], color=line.get_color(), alpha=0.2)
     _finish(ax, axis, ylabel, title, hlines)
     for frac in (1 / 10, 1 / 3):

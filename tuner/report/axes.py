@@ -64,14 +64,14 @@ def _y_scale(finite: pd.Series) -> tuple[bool, float, tuple[float, float]]:
     lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
     if ylog:
         decades = math.log10(hi / lo)
-        return True, hi * 10 ** (0.12 * decades), (lo / 10 ** (0.05 * decades),
-                                                     hi * 10 ** (0.2 * decades))
+        return True, hi * 10 ** (0.12 * decades), (lo / 10 ** (0.05 * decades), hi * 10 ** (0.2 * decades))
     span = hi - lo if hi > lo else (abs(hi) or 1.0)
     return False, hi + 0.12 * span, (lo - 0.05 * span, hi + 0.2 * span)
 
 
-def _x_positions(study: StudyFiles, ax: Axes, key: str, values: pd.Series,
-                 jitter: np.random.Generator) -> np.ndarray:
+def _x_positions(
+    study: StudyFiles, ax: Axes, key: str, values: pd.Series, jitter: np.random.Generator
+) -> np.ndarray:
     """x of each trial in one panel: the value (log axis, range shaded) or a jittered category."""
     if is_numeric_key(study, key, values) and key != "case":
         x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
@@ -83,10 +83,12 @@ def _x_positions(study: StudyFiles, ax: Axes, key: str, values: pd.Series,
         return x
     text = values.astype(str)
     dist = study.distributions.get(key)
-    declared = ([str(v) for v in dist.choices]
-                if isinstance(dist, od.CategoricalDistribution) else [])
-    order = (ordered_cases(text) if key == "case"
-             else [c for c in declared if c in set(text)] + sorted(set(text) - set(declared)))
+    declared = [str(v) for v in dist.choices] if isinstance(dist, od.CategoricalDistribution) else []
+    order = (
+        ordered_cases(text)
+        if key == "case"
+        else [c for c in declared if c in set(text)] + sorted(set(text) - set(declared))
+    )
     pos = {c: j for j, c in enumerate(order)}
     x = np.array([pos[t] for t in text], dtype=float) + jitter.uniform(-0.15, 0.15, len(text))
     ax.set_xticks(range(len(order)))
@@ -96,8 +98,7 @@ def _x_positions(study: StudyFiles, ax: Axes, key: str, values: pd.Series,
     return x
 
 
-def _scatter(ax: Axes, x: np.ndarray, sub: pd.DataFrame, div: np.ndarray, top: float,
-             best_id: Any) -> None:
+def _scatter(ax: Axes, x: np.ndarray, sub: pd.DataFrame, div: np.ndarray, top: float, best_id: Any) -> None:
     """Dots for finished trials (hollow: early-stopped), red x at `top` for diverged, a star
     for the best trial."""
     y = sub["_obj"].to_numpy(dtype=float)
@@ -106,15 +107,16 @@ def _scatter(ax: Axes, x: np.ndarray, sub: pd.DataFrame, div: np.ndarray, top: f
     ax.scatter(x[ok], y[ok], s=22, color="tab:blue", alpha=0.75, label="finished")
     if early.any():
         m = early & ~div
-        ax.scatter(x[m], y[m], s=22, facecolors="none", edgecolors="tab:blue",
-                   label="early-stopped")
+        ax.scatter(x[m], y[m], s=22, facecolors="none", edgecolors="tab:blue", label="early-stopped")
     if div.any():
-        ax.scatter(x[div], np.full(div.sum(), top), marker="x", color="red", s=40,
-                   label="diverged (drawn at top)")
+        ax.scatter(
+            x[div], np.full(div.sum(), top), marker="x", color="red", s=40, label="diverged (drawn at top)"
+        )
     b = (sub["trial_id"] == best_id).to_numpy(dtype=bool)
     if best_id is not None and b.any():
-        ax.scatter(x[b], y[b], marker="*", s=180, color="gold", edgecolors="black", zorder=5,
-                   label="best trial")
+        ax.scatter(
+            x[b], y[b], marker="*", s=180, color="gold", edgecolors="black", zorder=5, label="best trial"
+        )
 
 
 def _shared_legend(fig: Figure, axes: np.ndarray) -> None:
@@ -124,8 +126,13 @@ def _shared_legend(fig: Figure, axes: np.ndarray) -> None:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
     if handles:
-        fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
-                   ncol=len(handles), frameon=False)
+        fig.legend(
+            list(handles.values()),
+            list(handles.keys()),
+            loc="outside lower center",
+            ncol=len(handles),
+            frameon=False,
+        )
 
 
 def plot_axes(study: StudyFiles, keys: Sequence[str]) -> Figure:
@@ -173,6 +180,5 @@ def plot_axes(study: StudyFiles, keys: Sequence[str]) -> Figure:
     _shared_legend(fig, axes)
     fig.suptitle(f"{study.name}: objective against each searched hyperparameter")
     if not keys:
-        first.text(0.5, 0.5, "no searched keys", ha="center", va="center",
-                   transform=first.transAxes)
+        first.text(0.5, 0.5, "no searched keys", ha="center", va="center", transform=first.transAxes)
     return fig

@@ -87,9 +87,7 @@ def relative_gap(a: Iterable[float], b: Iterable[float]) -> float:
     return abs(mb - ma) / scale if scale > 0 else 0.0
 
 
-def verdict_lower(
-    a: Iterable[float], b: Iterable[float], margin: float = VERDICT_MARGIN
-) -> Verdict:
+def verdict_lower(a: Iterable[float], b: Iterable[float], margin: float = VERDICT_MARGIN) -> Verdict:
     """Verdict on the claim "A is lower than B" from the per-seed values of A and B.
 
     Holds when every seed of A is below every seed of B (the min-max ranges do not overlap) and the
@@ -107,9 +105,7 @@ def verdict_lower(
     return UNCLEAR
 
 
-def verdict_higher(
-    a: Iterable[float], b: Iterable[float], margin: float = VERDICT_MARGIN
-) -> Verdict:
+def verdict_higher(a: Iterable[float], b: Iterable[float], margin: float = VERDICT_MARGIN) -> Verdict:
     """Verdict on "A is higher (better) than B", e.g. for gains; the margin is a share of the
     larger |mean| (for gains: of the larger improvement over the zero predictor)."""
     return verdict_lower([-x for x in a], [-x for x in b], margin)
@@ -168,30 +164,34 @@ def _updates(m: pd.DataFrame, cases: Sequence[str], column: str, when: str) -> s
     return f"; optimizer updates by {when}: " + ", ".join(parts)
 
 
-def _better(m: pd.DataFrame, better: str, worse: str, column: str, what: str,
-            higher: bool = False) -> tuple[str, str]:
+def _better(
+    m: pd.DataFrame, better: str, worse: str, column: str, what: str, higher: bool = False
+) -> tuple[str, str]:
     """Claim "``better`` beats ``worse`` on ``column``": (measured text, verdict)."""
     decide = verdict_higher if higher else verdict_lower
     v = decide(case_values(m, better, column), case_values(m, worse, column))
     return _measure(m, column, [better, worse], what), v
 
 
-def _gain_E(m: pd.DataFrame, setup: AblationSetup, better: str, worse: str,
-            name: str) -> tuple[str, str]:
+def _gain_E(m: pd.DataFrame, setup: AblationSetup, better: str, worse: str, name: str) -> tuple[str, str]:
     """Higher gain after E epochs, with the updates made by then."""
-    text, v = _better(m, better, worse, "gain_E", f"gain 1 - {name}/zero after {setup.epoch} "
-                      "epochs", higher=True)
+    text, v = _better(
+        m, better, worse, "gain_E", f"gain 1 - {name}/zero after {setup.epoch} epochs", higher=True
+    )
     return text + _updates(m, [better, worse], "updates_E", f"epoch {setup.epoch}"), v
 
 
 def _stabilises(m: pd.DataFrame, name: str) -> tuple[str, str]:
     """Roughness with clip below roughness without, for both Adam and RMSprop."""
     pairs = [("adam-clip", "adam"), ("rmsprop-clip", "rmsprop")]
-    verdicts = [verdict_lower(case_values(m, a, "roughness"), case_values(m, b, "roughness"))
-                for a, b in pairs]
+    verdicts = [
+        verdict_lower(case_values(m, a, "roughness"), case_values(m, b, "roughness")) for a, b in pairs
+    ]
     text = "; ".join(_measure(m, "roughness", [a, b], "roughness") for a, b in pairs)
-    return (text + f": mean rise of the {name} per epoch, in units of the zero predictor's loss",
-            combine_verdicts(verdicts))
+    return (
+        text + f": mean rise of the {name} per epoch, in units of the zero predictor's loss",
+        combine_verdicts(verdicts),
+    )
 
 
 def _speedup(m: pd.DataFrame, column: str, what: str, extra: str = "") -> tuple[str, str]:
@@ -235,39 +235,70 @@ def _claims(r: Reading, setup: AblationSetup) -> list[Claim]:
     def fewer(better: str, worse: str) -> Callable[[], tuple[str, str]]:
         return partial(_better, m, better, worse, "spikes", spikes)
 
-    early = (f"mean gain 1 - {xname}/zero over epochs 1-{setup.early_epoch}"
-             if setup.early_epoch > 1 else f"gain 1 - {xname}/zero at epoch 1")
-    early_updates = _updates(mx, ["sgd-schedule", "sgd"], "updates_early",
-                             f"epoch {setup.early_epoch}")
+    early = (
+        f"mean gain 1 - {xname}/zero over epochs 1-{setup.early_epoch}"
+        if setup.early_epoch > 1
+        else f"gain 1 - {xname}/zero at epoch 1"
+    )
+    early_updates = _updates(mx, ["sgd-schedule", "sgd"], "updates_early", f"epoch {setup.early_epoch}")
     per_s = f"mean gain 1 - {xname}/zero over the first {fmt(setup.early_seconds, 3)} s"
     u0, u1 = setup.early_updates_from, setup.early_updates
-    per_u = (f"mean gain 1 - {xname}/zero over optimizer updates {fmt(u0, 4)}-{fmt(u1, 4)}"
-             if u1 > u0 else f"gain 1 - {xname}/zero at {fmt(u0, 4)} optimizer updates, the "
-             "first count by which every run had been measured")
+    per_u = (
+        f"mean gain 1 - {xname}/zero over optimizer updates {fmt(u0, 4)}-{fmt(u1, 4)}"
+        if u1 > u0
+        else f"gain 1 - {xname}/zero at {fmt(u0, 4)} optimizer updates, the "
+        "first count by which every run had been measured"
+    )
     return [
         ("1a. RMSprop beats SGD", ("rmsprop", "sgd"), gain("rmsprop", "sgd")),
         ("1b. Adam beats SGD", ("adam", "sgd"), gain("adam", "sgd")),
         ("1c. Adam beats RMSprop", ("adam", "rmsprop"), gain("adam", "rmsprop")),
-        ("1d. Adam shows loss spikes (more than RMSprop)", ("adam", "rmsprop"),
-         fewer("rmsprop", "adam")),
-        ("2a. Clipping (global norm 1.0) removes Adam's spikes", ("adam-clip", "adam"),
-         fewer("adam-clip", "adam")),
-        ("2b. Clipping removes RMSprop's spikes", ("rmsprop-clip", "rmsprop"),
-         fewer("rmsprop-clip", "rmsprop")),
-        ("2c. Adaptive clipping (the text's reading: mean + 1 std) removes Adam's spikes",
-         ("adam-adaptive-clip", "adam"), fewer("adam-adaptive-clip", "adam")),
-        ("2d. Clipping stabilises training (Adam and RMSprop)",
-         ("adam-clip", "adam", "rmsprop-clip", "rmsprop"), partial(_stabilises, m, name)),
-        ("2e. With clipping, Adam keeps its lead over RMSprop", ("adam-clip", "rmsprop-clip"),
-         gain("adam-clip", "rmsprop-clip")),
-        ("3a. The schedule gives SGD a large early speed-up (per epoch)", ("sgd-schedule", "sgd"),
-         partial(_speedup, mx, "early_epochs", early, early_updates)),
-        ("3b. ... and per wall-clock second", ("sgd-schedule", "sgd"),
-         partial(_speedup, mx, "early_seconds", per_s)),
-        ("3c. ... and per optimizer update (not the article's claim: the update count it hides)",
-         ("sgd-schedule", "sgd"), partial(_speedup, mx, "early_updates", per_u)),
-        ("4. Adam + clipping + schedule is the most efficient of all", ("adam-clip-schedule",),
-         partial(_most_efficient, mx, f"gain 1 - {xname}/zero after {fmt(setup.seconds, 3)} s")),
+        ("1d. Adam shows loss spikes (more than RMSprop)", ("adam", "rmsprop"), fewer("rmsprop", "adam")),
+        (
+            "2a. Clipping (global norm 1.0) removes Adam's spikes",
+            ("adam-clip", "adam"),
+            fewer("adam-clip", "adam"),
+        ),
+        (
+            "2b. Clipping removes RMSprop's spikes",
+            ("rmsprop-clip", "rmsprop"),
+            fewer("rmsprop-clip", "rmsprop"),
+        ),
+        (
+            "2c. Adaptive clipping (the text's reading: mean + 1 std) removes Adam's spikes",
+            ("adam-adaptive-clip", "adam"),
+            fewer("adam-adaptive-clip", "adam"),
+        ),
+        (
+            "2d. Clipping stabilises training (Adam and RMSprop)",
+            ("adam-clip", "adam", "rmsprop-clip", "rmsprop"),
+            partial(_stabilises, m, name),
+        ),
+        (
+            "2e. With clipping, Adam keeps its lead over RMSprop",
+            ("adam-clip", "rmsprop-clip"),
+            gain("adam-clip", "rmsprop-clip"),
+        ),
+        (
+            "3a. The schedule gives SGD a large early speed-up (per epoch)",
+            ("sgd-schedule", "sgd"),
+            partial(_speedup, mx, "early_epochs", early, early_updates),
+        ),
+        (
+            "3b. ... and per wall-clock second",
+            ("sgd-schedule", "sgd"),
+            partial(_speedup, mx, "early_seconds", per_s),
+        ),
+        (
+            "3c. ... and per optimizer update (not the article's claim: the update count it hides)",
+            ("sgd-schedule", "sgd"),
+            partial(_speedup, mx, "early_updates", per_u),
+        ),
+        (
+            "4. Adam + clipping + schedule is the most efficient of all",
+            ("adam-clip-schedule",),
+            partial(_most_efficient, mx, f"gain 1 - {xname}/zero after {fmt(setup.seconds, 3)} s"),
+        ),
     ]
 
 
@@ -313,10 +344,16 @@ def claims_table(
     cols = ["claim", VERDICT_TRAIN, VERDICT_VAL, "measured (training)", "measured (held-out)"]
     if not {RUNNING, TRAIN} <= set(r):
         return pd.DataFrame(columns=cols)
-    train = _verdicts(Reading(r[RUNNING], r[TRAIN], "running training loss",
-                              "end-of-epoch training loss"), setup)
-    val = (_verdicts(Reading(r[VAL], r[VAL], "held-out loss", "held-out loss"), setup)
-           if VAL in r else [(c, "-", NO_HOLDOUT) for c, _, _ in train])
-    rows = [{"claim": c, VERDICT_TRAIN: v, VERDICT_VAL: hv, "measured (training)": m,
-             "measured (held-out)": hm} for (c, m, v), (_, hm, hv) in zip(train, val, strict=True)]
+    train = _verdicts(
+        Reading(r[RUNNING], r[TRAIN], "running training loss", "end-of-epoch training loss"), setup
+    )
+    val = (
+        _verdicts(Reading(r[VAL], r[VAL], "held-out loss", "held-out loss"), setup)
+        if VAL in r
+        else [(c, "-", NO_HOLDOUT) for c, _, _ in train]
+    )
+    rows = [
+        {"claim": c, VERDICT_TRAIN: v, VERDICT_VAL: hv, "measured (training)": m, "measured (held-out)": hm}
+        for (c, m, v), (_, hm, hv) in zip(train, val, strict=True)
+    ]
     return pd.DataFrame(rows, columns=cols)

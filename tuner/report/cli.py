@@ -17,13 +17,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write report.md and plots/*.png for a study folder (results/NAME).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-               "  python -m tuner.report results/seed_ablation_small\n"
-               "  python -m tuner.report results/full --out /tmp/full-report\n"
-               "  lstm-tuner report results/full",
+        "  python -m tuner.report results/seed_ablation_small\n"
+        "  python -m tuner.report results/full --out /tmp/full-report\n"
+        "  lstm-tuner report results/full",
     )
-    parser.add_argument(
-        "study_dir", help="the study folder holding trials.csv, epochs.csv, study.yaml"
-    )
+    parser.add_argument("study_dir", help="the study folder holding trials.csv, epochs.csv, study.yaml")
     parser.add_argument("--out", default=None, help="output folder (default: the study folder)")
     args = parser.parse_args(argv)
     try:

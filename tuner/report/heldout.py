@@ -84,8 +84,10 @@ class Baselines:
         """Label -> value of the baselines on ``column``'s part of the data, for plots."""
         part = "held-out" if column == VAL else "train"
         out = {}
-        for name, value in (("zero", self.zero_val if column == VAL else self.zero_train),
-                            ("ridge", self.ridge(column))):
+        for name, value in (
+            ("zero", self.zero_val if column == VAL else self.zero_train),
+            ("ridge", self.ridge(column)),
+        ):
             if math.isfinite(value):
                 out[f"{name} predictor, {part} ({fmt(value, 3)})"] = value
         return out
@@ -98,9 +100,13 @@ def read_baselines(meta: dict[str, Any]) -> Baselines:
         return Baselines()
     zero = b.get("zero") if isinstance(b.get("zero"), dict) else {}
     ridge = b.get("ridge") if isinstance(b.get("ridge"), dict) else {}
-    return Baselines(_number(zero.get("train")), _number(zero.get("val")),
-                     _number(ridge.get("train")), _number(ridge.get("val")),
-                     _number(ridge.get("alpha")))
+    return Baselines(
+        _number(zero.get("train")),
+        _number(zero.get("val")),
+        _number(ridge.get("train")),
+        _number(ridge.get("val")),
+        _number(ridge.get("alpha")),
+    )
 
 
 def gain(loss: Any, zero_loss: float) -> Any:
@@ -132,7 +138,8 @@ def data_lines(meta: dict[str, Any]) -> list[str]:
                 f"{fmt(_number(dc.get('period_a')), 4)} and {fmt(_number(dc.get('period_b')), 4)} "
                 f"steps, noise std {fmt(_number(dc.get('noise_std')), 3)}, angle walk step "
                 f"{fmt(_number(dc.get('walk_step')), 3)}; {dc.get('n_series')} series x "
-                f"{dc.get('length')} steps, data seed {dc.get('seed')}.")
+                f"{dc.get('length')} steps, data seed {dc.get('seed')}."
+            )
     s = meta.get("split")
     if isinstance(s, dict) and s:
         held = []
@@ -141,21 +148,28 @@ def data_lines(meta: dict[str, Any]) -> list[str]:
         if _number(s.get("val_whole_series")) > 0:
             held.append(f"{s.get('val_whole_series')} whole series")
         val_steps = _number(s.get("val_steps"))
-        out = (f"held out: {int(val_steps):,} steps ({' and '.join(held) or 'as configured'})"
-               if val_steps > 0 else "**no hold-out**: every loss is on the training series")
-        lines.append(f"- **Split:** {s.get('train_series')} training series, "
-                     f"{int(_number(s.get('train_steps')) or 0):,} training steps; {out}.")
+        out = (
+            f"held out: {int(val_steps):,} steps ({' and '.join(held) or 'as configured'})"
+            if val_steps > 0
+            else "**no hold-out**: every loss is on the training series"
+        )
+        lines.append(
+            f"- **Split:** {s.get('train_series')} training series, "
+            f"{int(_number(s.get('train_steps')) or 0):,} training steps; {out}."
+        )
     b = read_baselines(meta)
     if b.known:
         lines.append(
             f"- **Baselines** (masked MSE, standardised): predict zero: train {fmt(b.zero_train)}, "
             f"held-out {fmt(b.zero_val)}; ridge on the same lags (alpha {fmt(b.ridge_alpha, 3)}): "
-            f"train {fmt(b.ridge_train)}, held-out {fmt(b.ridge_val)}.")
+            f"train {fmt(b.ridge_train)}, held-out {fmt(b.ridge_val)}."
+        )
     return lines
 
 
-def overfit_onset(train: Any, val: Any, epochs: Any,
-                  margin: float = OVERFIT_MARGIN) -> dict[str, float] | None:
+def overfit_onset(
+    train: Any, val: Any, epochs: Any, margin: float = OVERFIT_MARGIN
+) -> dict[str, float] | None:
     """How one run overfit, or None when it did not by the rule (see OVERFIT_RULE).
 
     ``train``, ``val``, ``epochs``: aligned per-epoch arrays. Returns the epoch of the held-out
@@ -173,24 +187,40 @@ def overfit_onset(train: Any, val: Any, epochs: Any,
     if not (vend > (1 + margin) * vmin and t[-1] < t[i]):
         return None
     crossed = np.flatnonzero(v[i:] > (1 + margin) * vmin)
-    return {"gap_epoch": float(e[i]), "crossed_epoch": float(e[i + int(crossed[0])]),
-            "val_min": vmin, "val_end": vend, "train_at_min": float(t[i]),
-            "train_end": float(t[-1]), "last_epoch": float(e[-1])}
+    return {
+        "gap_epoch": float(e[i]),
+        "crossed_epoch": float(e[i + int(crossed[0])]),
+        "val_min": vmin,
+        "val_end": vend,
+        "train_at_min": float(t[i]),
+        "train_end": float(t[-1]),
+        "last_epoch": float(e[-1]),
+    }
 
 
-def overfit_rows(epochs: pd.DataFrame, trial_ids: list[str] | None = None,
-                 margin: float = OVERFIT_MARGIN) -> pd.DataFrame:
+def overfit_rows(
+    epochs: pd.DataFrame, trial_ids: list[str] | None = None, margin: float = OVERFIT_MARGIN
+) -> pd.DataFrame:
     """One row per trial that overfit (see overfit_onset), ordered by trial id."""
-    cols = ["trial_id", "gap_epoch", "crossed_epoch", "val_min", "val_end", "train_at_min",
-            "train_end", "last_epoch"]
+    cols = [
+        "trial_id",
+        "gap_epoch",
+        "crossed_epoch",
+        "val_min",
+        "val_end",
+        "train_at_min",
+        "train_end",
+        "last_epoch",
+    ]
     if epochs.empty or VAL not in epochs.columns or TRAIN not in epochs.columns:
         return pd.DataFrame(columns=cols)
     e = epochs if trial_ids is None else epochs[epochs["trial_id"].isin(trial_ids)]
     rows = []
     for tid, g in e.groupby("trial_id", sort=True):
         g = g.sort_values("epoch")
-        hit = overfit_onset(g[TRAIN].to_numpy(float), g[VAL].to_numpy(float),
-                            g["epoch"].to_numpy(float), margin)
+        hit = overfit_onset(
+            g[TRAIN].to_numpy(float), g[VAL].to_numpy(float), g["epoch"].to_numpy(float), margin
+        )
         if hit is not None:
             rows.append({"trial_id": str(tid), **hit})
     return pd.DataFrame(rows, columns=cols)

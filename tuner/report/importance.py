@@ -67,8 +67,11 @@ def _param_value(dist: od.BaseDistribution, value: Any) -> Any:
             if choice == value or str(choice) == str(value):
                 return choice
         try:  # numbers read back from CSV: 1 vs 1.0
-            return next(c for c in dist.choices if not isinstance(c, str) and c is not None
-                        and float(c) == float(value))
+            return next(
+                c
+                for c in dist.choices
+                if not isinstance(c, str) and c is not None and float(c) == float(value)
+            )
         except (StopIteration, TypeError, ValueError):
             return None
     try:
@@ -93,16 +96,22 @@ def searched_distributions(study: StudyFiles) -> dict[str, od.BaseDistribution]:
     return dists
 
 
-def frozen_trials(study: StudyFiles, dists: dict[str, od.BaseDistribution]
-                  ) -> list[optuna.trial.FrozenTrial]:
+def frozen_trials(study: StudyFiles, dists: dict[str, od.BaseDistribution]) -> list[optuna.trial.FrozenTrial]:
     """One completed FrozenTrial per finished trial with a finite or diverged objective."""
     done = finished(study.trials)
     if "case" in done.columns:
         done = done.assign(case=case_column(done))
     values = pd.to_numeric(done[study.objective], errors="coerce").to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
-    worst = (float(finite.min()) if str(study.meta.get("search", {}).get("mode")) == "max"
-             else float(finite.max())) if finite.size else math.nan
+    worst = (
+        (
+            float(finite.min())
+            if str(study.meta.get("search", {}).get("mode")) == "max"
+            else float(finite.max())
+        )
+        if finite.size
+        else math.nan
+    )
     out = []
     for (_, row), value in zip(done.iterrows(), values, strict=True):
         if math.isnan(value):
@@ -113,26 +122,31 @@ def frozen_trials(study: StudyFiles, dists: dict[str, od.BaseDistribution]
             cells.update(case)
         params = {k: _param_value(d, cells.get(k)) for k, d in dists.items()}
         params = {k: v for k, v in params.items() if v is not None}
-        out.append(optuna.trial.create_trial(
-            params=params, distributions={k: dists[k] for k in params},
-            value=value if math.isfinite(value) else worst))
+        out.append(
+            optuna.trial.create_trial(
+                params=params,
+                distributions={k: dists[k] for k in params},
+                value=value if math.isfinite(value) else worst,
+            )
+        )
     return out
 
 
-def parameter_importance(study: StudyFiles, min_trials: int = MIN_TRIALS
-                         ) -> tuple[Importance | None, str]:
+def parameter_importance(study: StudyFiles, min_trials: int = MIN_TRIALS) -> tuple[Importance | None, str]:
     """The importances, or None and the sentence that says why there are none.
 
     Any failure of the evaluator becomes that sentence, never a crash: importance is a
     nice-to-have next to the tables."""
     dists = searched_distributions(study)
     if not dists:
-        return None, ("No searched hyperparameters with a distribution in study.yaml: "
-                      "parameter importance skipped.")
+        return None, (
+            "No searched hyperparameters with a distribution in study.yaml: parameter importance skipped."
+        )
     trials = frozen_trials(study, dists)
     if len(trials) < min_trials:
-        return None, (f"Only {len(trials)} finished trials ({min_trials} needed): "
-                      "parameter importance skipped.")
+        return None, (
+            f"Only {len(trials)} finished trials ({min_trials} needed): parameter importance skipped."
+        )
     ev, name = evaluator()
     mode = str(study.meta.get("search", {}).get("mode", "min"))
     old = optuna.logging.get_verbosity()
@@ -156,13 +170,22 @@ def parameter_importance(study: StudyFiles, min_trials: int = MIN_TRIALS
 
 def _describe(study: StudyFiles, imp: Importance) -> str:
     """The sentence above the importance table: evaluator, trials, what the keys are."""
-    what = ("the components of the `case` grid (each key a case sets, with the case's value) "
-            "and the other searched keys" if study.cases else "the searched keys")
-    how = ("fANOVA (random-forest variance decomposition, scikit-learn)" if imp.evaluator == "fANOVA"
-           else "PED-ANOVA (Optuna's default; install scikit-learn for fANOVA)")
-    return (f"Evaluator: **{imp.evaluator}**. Share of the variation of `{study.objective}` "
-            f"explained by each of {what}, over {imp.n_trials} finished trials, by {how}; a "
-            "diverged trial counts with the worst finite objective; seeds are left out.")
+    what = (
+        "the components of the `case` grid (each key a case sets, with the case's value) "
+        "and the other searched keys"
+        if study.cases
+        else "the searched keys"
+    )
+    how = (
+        "fANOVA (random-forest variance decomposition, scikit-learn)"
+        if imp.evaluator == "fANOVA"
+        else "PED-ANOVA (Optuna's default; install scikit-learn for fANOVA)"
+    )
+    return (
+        f"Evaluator: **{imp.evaluator}**. Share of the variation of `{study.objective}` "
+        f"explained by each of {what}, over {imp.n_trials} finished trials, by {how}; a "
+        "diverged trial counts with the worst finite objective; seeds are left out."
+    )
 
 
 def save_importance_plot(imp: Importance, name: str, path: Path) -> None:

@@ -140,8 +140,9 @@ def _dotted(tree: dict[str, Any], key: str) -> Any:
     return node
 
 
-def _space_file(meta: dict[str, Any], notes: list[str]) -> tuple[dict[str, od.BaseDistribution],
-                                                                   dict[str, dict[str, Any]]]:
+def _space_file(
+    meta: dict[str, Any], notes: list[str]
+) -> tuple[dict[str, od.BaseDistribution], dict[str, dict[str, Any]]]:
     """(distributions, cases) of the searched keys, read with the space file's own loader.
 
     The one function that knows `tuner.space`'s objects: a parameter's kind, bounds and values,
@@ -164,15 +165,13 @@ def _space_file(meta: dict[str, Any], notes: list[str]) -> tuple[dict[str, od.Ba
         value = _dotted(spec.base, key)
         return _dotted(defaults, key) if value is None else value
 
-    cases = {c.name: {k: _choice(dict(c.settings).get(k, base_value(k))) for k in keys}
-             for c in spec.cases}
+    cases = {c.name: {k: _choice(dict(c.settings).get(k, base_value(k))) for k in keys} for c in spec.cases}
     return dists, cases
 
 
 def _missing_objective(path: Path, columns: pd.Index, metric: str) -> str:
     """The one-line error for a trials.csv without any column to rank trials by."""
-    wanted = " or ".join(dict.fromkeys(c for c in ("objective", metric, *_FALLBACK_OBJECTIVES)
-                                       if c))
+    wanted = " or ".join(dict.fromkeys(c for c in ("objective", metric, *_FALLBACK_OBJECTIVES) if c))
     shown = ", ".join(map(str, columns[:8])) + (", ..." if len(columns) > 8 else "")
     return f"{path} is missing the column {wanted} (it has: {shown})"
 
@@ -219,9 +218,14 @@ def load_study(study_dir: str | os.PathLike[str]) -> StudyFiles:
     objective = "objective"
     if objective not in trials.columns:
         metric = str(search.get("metric", ""))
-        objective = next((c for c in (metric, *_FALLBACK_OBJECTIVES) if c in trials.columns
-                          and pd.to_numeric(trials[c], errors="coerce").notna().any()),
-                         metric if metric in trials.columns else "best_train_loss")
+        objective = next(
+            (
+                c
+                for c in (metric, *_FALLBACK_OBJECTIVES)
+                if c in trials.columns and pd.to_numeric(trials[c], errors="coerce").notna().any()
+            ),
+            metric if metric in trials.columns else "best_train_loss",
+        )
         notes.append(f"trials.csv has no objective column: using `{objective}`.")
         if objective not in trials.columns:
             raise ReportError(_missing_objective(trials_path, trials.columns, metric))

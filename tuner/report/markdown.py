@@ -51,6 +51,8 @@ H_BEST = "### Best trials"
 H_GRAD = "### Gradient norms and clipping"
 H_IMPORTANCE = "### Parameter importance"
 H_ANYTIME = "### Anytime: best objective against compute"
+
+
 @dataclass
 class Counts:
     """How many trials ended how."""
@@ -166,36 +168,57 @@ def heldout_lines(study: StudyFiles, ranking: pd.DataFrame) -> list[str]:
     val = _held_out(study, _setting_trials(study, best))
     seeds = " (mean over seeds)" if study.has_cases else ""
     if not math.isfinite(val):
-        ridge = (f"; its training loss against the ridge baseline's training loss "
-                 f"{fmt(b.ridge_train)} is all there is") if b.known else ""
-        return [(f"- **No held-out data:** every loss in this report is on the training "
-                 f"series, so nothing here says how well {what} predicts data it has not "
-                 f"seen{ridge}. Set `data.val_fraction` or `data.val_series`.")]
+        ridge = (
+            (
+                f"; its training loss against the ridge baseline's training loss "
+                f"{fmt(b.ridge_train)} is all there is"
+            )
+            if b.known
+            else ""
+        )
+        return [
+            (
+                f"- **No held-out data:** every loss in this report is on the training "
+                f"series, so nothing here says how well {what} predicts data it has not "
+                f"seen{ridge}. Set `data.val_fraction` or `data.val_series`."
+            )
+        ]
     if not b.has_val:
-        return [f"- **Held-out loss of the best setting:** {what}: {fmt(val)}{seeds} (study.yaml "
-                "states no baselines to compare it with)."]
+        return [
+            f"- **Held-out loss of the best setting:** {what}: {fmt(val)}{seeds} (study.yaml "
+            "states no baselines to compare it with)."
+        ]
     vs = against(val, b.ridge_val, "ridge")
     last = _held_out(study, _setting_trials(study, best), "val_loss")
-    zero = (f"; the zero predictor's is {fmt(b.zero_val)}. That is the held-out loss of the best "
-            "epoch (the model `best_epoch` keeps), chosen on the same held-out data, so it is "
-            "slightly optimistic" + (f"; at the last epoch it was {fmt(last)}"
-                                     if math.isfinite(last) and abs(last - val) > 1e-9 else ""))
+    zero = (
+        f"; the zero predictor's is {fmt(b.zero_val)}. That is the held-out loss of the best "
+        "epoch (the model `best_epoch` keeps), chosen on the same held-out data, so it is "
+        "slightly optimistic"
+        + (
+            f"; at the last epoch it was {fmt(last)}"
+            if math.isfinite(last) and abs(last - val) > 1e-9
+            else ""
+        )
+    )
     if val < b.ridge_val:
-        return [f"- **Held-out truth:** the best setting, {what}, beats the ridge baseline: "
-                f"{vs}{seeds}{zero}."]
+        return [
+            f"- **Held-out truth:** the best setting, {what}, beats the ridge baseline: {vs}{seeds}{zero}."
+        ]
     metric = mapping(study.meta, "search").get("metric") or study.objective
-    lines = [f"- **Warning: the best setting does not beat the ridge baseline on held-out "
-             f"data.** {what} (best by `{metric}`): {vs}{seeds}{zero}. A linear model "
-             "on the same lags predicts unseen data as well or better."]
-    per = {str(r["setting"]): _held_out(study, _setting_trials(study, r))
-           for _, r in ranking.iterrows()}
+    lines = [
+        f"- **Warning: the best setting does not beat the ridge baseline on held-out "
+        f"data.** {what} (best by `{metric}`): {vs}{seeds}{zero}. A linear model "
+        "on the same lags predicts unseen data as well or better."
+    ]
+    per = {str(r["setting"]): _held_out(study, _setting_trials(study, r)) for _, r in ranking.iterrows()}
     per = {k: v for k, v in per.items() if math.isfinite(v)}
     if per and min(per, key=per.__getitem__) != str(best["setting"]):
         top = min(per, key=per.__getitem__)
         name = f"case `{top}`" if study.has_cases else f"trial `{top}`"
         word = "beats it" if per[top] < b.ridge_val else "does not beat it either"
-        lines.append(f"- **Best on held-out data:** {name}: "
-                     f"{against(per[top], b.ridge_val, 'ridge')}: {word}.")
+        lines.append(
+            f"- **Best on held-out data:** {name}: {against(per[top], b.ridge_val, 'ridge')}: {word}."
+        )
     return lines
 
 
@@ -209,11 +232,12 @@ def summary_section(
     """The actionable summary: best setting, margin over the baseline, how sure, what next."""
     lines = [H_SUMMARY, ""]
     if ranking.empty and counts.finished:
-        return lines + [(f"{counts.finished} trials finished but none has a "
-                         f"`{study.objective}` value: nothing to rank."), ""]
+        return lines + [
+            (f"{counts.finished} trials finished but none has a `{study.objective}` value: nothing to rank."),
+            "",
+        ]
     if ranking.empty:
-        return lines + ["No trial has finished yet: nothing to report beyond the counts below.",
-                        ""]
+        return lines + ["No trial has finished yet: nothing to report beyond the counts below.", ""]
     lines += heldout_lines(study, ranking)
     best = ranking.iloc[0]
     what = f"case `{best['setting']}`" if study.has_cases else f"trial `{best['best_trial']}`"
@@ -224,10 +248,7 @@ def summary_section(
         else "one run only: the seed spread is unknown; re-run this setting with 3+ seeds "
         "before trusting small margins"
     )
-    lines.append(
-        f"- **Best setting:** {what}{config}: {study.objective} "
-        f"**{fmt(best['mean'])}** ({spread})."
-    )
+    lines.append(f"- **Best setting:** {what}{config}: {study.objective} **{fmt(best['mean'])}** ({spread}).")
     lines += _baseline_lines(study, ranking)
     lines.append(
         f"- **Diverged:** {counts.diverged_share()}"
@@ -235,9 +256,11 @@ def summary_section(
         + "."
     )
     if claims is not None and len(claims):
-        lines.append(f"- **Claims of the article:** {_tally(claims[VERDICT_TRAIN])} as the "
-                     f"article measured (training loss); {_tally(claims[VERDICT_VAL])} on "
-                     "held-out data (see below).")
+        lines.append(
+            f"- **Claims of the article:** {_tally(claims[VERDICT_TRAIN])} as the "
+            f"article measured (training loss); {_tally(claims[VERDICT_VAL])} on "
+            "held-out data (see below)."
+        )
     if edges:
         lines.append(f"- **Edge of range ({len(edges)}):** " + "; ".join(edges) + ".")
     best_cfg = study.path / "best_config.yaml"
@@ -246,9 +269,7 @@ def summary_section(
             best_cfg = best_cfg.resolve().relative_to(Path.cwd())
         except ValueError:
             pass
-        lines.append(
-            f"- **Train the best setting:** {code(f'python -m tuner.train --config {best_cfg}')}."
-        )
+        lines.append(f"- **Train the best setting:** {code(f'python -m tuner.train --config {best_cfg}')}.")
     command = study.meta.get("command")
     if command:
         lines.append(f"- **Reproduce the study:** {code(command_text(command))}.")
@@ -286,8 +307,15 @@ def study_section(study: StudyFiles, ranking: pd.DataFrame, counts: Counts) -> l
     rows.append(("command", code(command_text(command)) if command else "- (not in study.yaml)"))
     lines = [H_STUDY, "", md_table(pd.DataFrame(rows, columns=["", "value"])), ""]
     data = data_lines(study.meta)
-    lines += [*data, ""] if data else ["study.yaml states no data constants, split or "
-                                        "baselines (a study from before they were recorded).", ""]
+    lines += (
+        [*data, ""]
+        if data
+        else [
+            "study.yaml states no data constants, split or "
+            "baselines (a study from before they were recorded).",
+            "",
+        ]
+    )
     if study.space:
         lines += [
             "Searched space (from study.yaml):",
@@ -310,25 +338,29 @@ def seed_statement(study: StudyFiles) -> str:
     keys = set(study.space) if isinstance(study.space, dict) else set()
     data_seed = mapping(study.meta, "data").get("seed", 0)
     if "data.seed" in keys:
-        return ("**Seeds:** each seed draws new data (`data.seed` is searched) as well as new "
-                "weights, noise and batch order, so the seed spread includes data variation.")
-    return ("**Seeds:** `train.seed` varies the weights' initialisation, the noise layer and the "
-            f"batch order only; every seed trains on the same series (`data.seed` = {data_seed} "
-            "throughout), so the seed spread is over training randomness, not over data sets.")
+        return (
+            "**Seeds:** each seed draws new data (`data.seed` is searched) as well as new "
+            "weights, noise and batch order, so the seed spread includes data variation."
+        )
+    return (
+        "**Seeds:** `train.seed` varies the weights' initialisation, the noise layer and the "
+        f"batch order only; every seed trains on the same series (`data.seed` = {data_seed} "
+        "throughout), so the seed spread is over training randomness, not over data sets."
+    )
 
 
-def ablation_sections(
-    study: StudyFiles, setup: AblationSetup, claims: pd.DataFrame
-) -> list[str]:
+def ablation_sections(study: StudyFiles, setup: AblationSetup, claims: pd.DataFrame) -> list[str]:
     """The per-case table (with how E, S, U and the target were chosen) and the claims table."""
     b = study.baselines
     r = readings(study.trials, study.epochs, setup, b.zero(TRAIN), b.zero(VAL))
     table = case_summary(r, setup) if TRAIN in r else pd.DataFrame()
     if len(table) and b.has_val:
         table["best held-out vs ridge"] = [
-            against(_held_out(study, _setting_trials(study, pd.Series({"setting": c}))),
-                    b.ridge_val, "ridge", "")
-            .strip() for c in table["case"]]
+            against(
+                _held_out(study, _setting_trials(study, pd.Series({"setting": c}))), b.ridge_val, "ridge", ""
+            ).strip()
+            for c in table["case"]
+        ]
     lines = [
         H_ABLATION,
         "",
@@ -355,10 +387,16 @@ def ablation_sections(
     ]
     lines += [md_table(table) if len(table) else "No finished case runs.", ""]
     if not len(claims):
-        return lines + [H_CLAIMS, "", ("No claims checked: epochs.csv lacks `train_loss_running` "
-                                       "or `train_loss` (see the note above)."), ""]
-    lines += [H_CLAIMS, "", "Verdict rule: " + VERDICT_RULE, "", CLAIMS_MEASURES, "",
-              md_table(claims), ""]
+        return lines + [
+            H_CLAIMS,
+            "",
+            (
+                "No claims checked: epochs.csv lacks `train_loss_running` "
+                "or `train_loss` (see the note above)."
+            ),
+            "",
+        ]
+    lines += [H_CLAIMS, "", "Verdict rule: " + VERDICT_RULE, "", CLAIMS_MEASURES, "", md_table(claims), ""]
     return lines
 
 
@@ -386,8 +424,7 @@ def best_table(study: StudyFiles, k: int = TOP_N) -> pd.DataFrame:
         row: dict[str, Any] = {"trial": r["trial_id"]}
         if study.has_cases:
             row["case"] = r.get("case", "")
-        for col in (study.objective, "best_val_loss", "best_epoch", "train_loss", "epochs",
-                    "seconds"):
+        for col in (study.objective, "best_val_loss", "best_epoch", "train_loss", "epochs", "seconds"):
             if col in r.index and col not in row:
                 row[col] = fmt(float(r[col])) if pd.notna(r[col]) else "-"
         ridge = study.baselines.ridge_val

@@ -81,8 +81,9 @@ def roughness(losses: Iterable[float], scale: float = 1.0) -> float:
     return total / (x.size - 1) / scale
 
 
-def mean_ratio_upto(x: np.ndarray, loss: np.ndarray, upto: float, zero_loss: float,
-                    start: float = 0.0) -> float:
+def mean_ratio_upto(
+    x: np.ndarray, loss: np.ndarray, upto: float, zero_loss: float, start: float = 0.0
+) -> float:
     """Mean of loss / zero_loss over the axis interval [``start``, ``upto``]: the area under the
     early curve divided by its width, in units of the zero predictor's loss.
 
@@ -127,14 +128,13 @@ def _loss_at_axis(x: np.ndarray, loss: np.ndarray, at: float, hold_last: bool) -
     return float(loss[-1]) if hold_last else math.nan
 
 
-def _per_trial(df_epochs: pd.DataFrame, axis: str, at: float, hold_last: bool,
-               column: str = "train_loss") -> pd.Series:
+def _per_trial(
+    df_epochs: pd.DataFrame, axis: str, at: float, hold_last: bool, column: str = "train_loss"
+) -> pd.Series:
     """Apply `_loss_at_axis` to every trial of an epochs table; a Series indexed by trial_id."""
     out: dict[str, float] = {}
     if axis not in df_epochs.columns or column not in df_epochs.columns:
-        return pd.Series(
-            {str(t): math.nan for t in df_epochs["trial_id"].unique()}, dtype=float, name="loss"
-        )
+        return pd.Series({str(t): math.nan for t in df_epochs["trial_id"].unique()}, dtype=float, name="loss")
     for trial_id, rows in df_epochs.groupby("trial_id", sort=False):
         rows = rows.sort_values("epoch") if "epoch" in rows.columns else rows
         x = pd.to_numeric(rows[axis], errors="coerce").to_numpy(dtype=float)
@@ -144,8 +144,9 @@ def _per_trial(df_epochs: pd.DataFrame, axis: str, at: float, hold_last: bool,
     return pd.Series(out, dtype=float, name="loss")
 
 
-def loss_at(df_epochs: pd.DataFrame, epoch: int, hold_last: bool = False,
-            column: str = "train_loss") -> pd.Series:
+def loss_at(
+    df_epochs: pd.DataFrame, epoch: int, hold_last: bool = False, column: str = "train_loss"
+) -> pd.Series:
     """``column`` (a loss) of every trial after ``epoch`` epochs, as a Series indexed by trial_id.
 
     A trial that diverged before ``epoch`` gets +inf (it stays infinitely bad). A trial that stopped
@@ -155,8 +156,9 @@ def loss_at(df_epochs: pd.DataFrame, epoch: int, hold_last: bool = False,
     return _per_trial(df_epochs, "epoch", float(epoch), hold_last, column)
 
 
-def loss_at_seconds(df_epochs: pd.DataFrame, seconds: float, hold_last: bool = True,
-                    column: str = "train_loss") -> pd.Series:
+def loss_at_seconds(
+    df_epochs: pd.DataFrame, seconds: float, hold_last: bool = True, column: str = "train_loss"
+) -> pd.Series:
     """Loss of every trial after ``seconds`` of training (``train_time_s``), indexed by trial_id.
 
     The loss is that of the last epoch finished by then (the loss is only measured at epoch ends);
@@ -209,9 +211,7 @@ def stage_changes(trial_epochs: pd.DataFrame) -> pd.DataFrame:
         {
             "epoch": pd.to_numeric(g["epoch"], errors="coerce") if "epoch" in g else math.nan,
             "train_time_s": (
-                pd.to_numeric(g["train_time_s"], errors="coerce")
-                if "train_time_s" in g
-                else math.nan
+                pd.to_numeric(g["train_time_s"], errors="coerce") if "train_time_s" in g else math.nan
             ),
             "chunks_from": chunks.shift(),
             "chunks_to": chunks,

@@ -144,9 +144,7 @@ def epoch_band(
     if e.empty or column not in e.columns:
         empty = np.array([], dtype=float)
         return empty, empty, empty, empty
-    wide = e.pivot_table(
-        index="epoch", columns="trial_id", values=column, aggfunc="last", dropna=False
-    )
+    wide = e.pivot_table(index="epoch", columns="trial_id", values=column, aggfunc="last", dropna=False)
     m = wide.to_numpy(dtype=float)
     m = np.where(np.isfinite(m), m, np.nan)
     keep = ~np.all(np.isnan(m), axis=1)
@@ -191,16 +189,16 @@ def time_band(
     return grid[keep], np.nanmean(m, axis=0), np.nanmin(m, axis=0), np.nanmax(m, axis=0)
 
 
-def _mark_run(ax: Axes, rows: pd.DataFrame, axis: str, x: np.ndarray, mean: np.ndarray,
-              color: Any, column: str) -> tuple[bool, bool]:
+def _mark_run(
+    ax: Axes, rows: pd.DataFrame, axis: str, x: np.ndarray, mean: np.ndarray, color: Any, column: str
+) -> tuple[bool, bool]:
     """Mark one run on its group's curve: hollow circles at stage changes, a red x at the last
     finite loss of a run that blew up. Returns (any stage change, blew up)."""
     stage = False
     for _, ch in stage_changes(rows).iterrows():
         cx = float(ch["epoch"] if axis == "epoch" else ch["train_time_s"])
         if math.isfinite(cx):
-            ax.plot(cx, np.interp(cx, x, mean), "o", mfc="white", mec=color, ms=6, mew=1.5,
-                    zorder=4)
+            ax.plot(cx, np.interp(cx, x, mean), "o", mfc="white", mec=color, ms=6, mew=1.5, zorder=4)
             stage = True
     loss = rows[column].to_numpy(dtype=float)
     finite = np.flatnonzero(np.isfinite(loss))
@@ -218,9 +216,15 @@ def add_hlines(ax: Axes, hlines: dict[str, float], values: list[float]) -> None:
         values.append(value)
 
 
-def plot_curves(study: StudyFiles, groups: Sequence[Group], axis: str, title: str,
-                column: str = "train_loss", ylabel: str = "training loss (MSE)",
-                hlines: dict[str, float] | None = None) -> Figure:
+def plot_curves(
+    study: StudyFiles,
+    groups: Sequence[Group],
+    axis: str,
+    title: str,
+    column: str = "train_loss",
+    ylabel: str = "training loss (MSE)",
+    hlines: dict[str, float] | None = None,
+) -> Figure:
     """``column`` against ``axis`` ("epoch" or "train_time_s"): mean over seeds, min-max band,
     hollow circles where the schedule changes stage, red x where a run blew up; ``hlines``:
     label -> reference loss (the baselines)."""
@@ -243,8 +247,7 @@ def plot_curves(study: StudyFiles, groups: Sequence[Group], axis: str, title: st
             ax.fill_between(x, lo, hi, color=g.color, alpha=0.18, lw=0)
         plotted.extend(lo.tolist() + hi.tolist())
         for tid in g.trial_ids:
-            stage, blew_up = _mark_run(ax, epochs[epochs["trial_id"] == tid], axis, x, mean,
-                                       g.color, column)
+            stage, blew_up = _mark_run(ax, epochs[epochs["trial_id"] == tid], axis, x, mean, g.color, column)
             any_stage, any_diverged = any_stage or stage, any_diverged or blew_up
     add_hlines(ax, hlines or {}, plotted)
     if span_decades(plotted) > LOG_DECADES:
@@ -269,9 +272,7 @@ def plot_curves(study: StudyFiles, groups: Sequence[Group], axis: str, title: st
         )
     if any_diverged:
         extra.append(
-            Line2D(
-                [], [], ls="", marker="x", color="red", mew=2, label="diverged (last finite loss)"
-            )
+            Line2D([], [], ls="", marker="x", color="red", mew=2, label="diverged (last finite loss)")
         )
     if not groups:
         ax.text(0.5, 0.5, "no epochs recorded", ha="center", va="center", transform=ax.transAxes)
@@ -285,8 +286,7 @@ def plot_overfit(study: StudyFiles, groups: Sequence[Group], hlines: dict[str, f
     n = max(1, len(groups))
     ncols = min(n, 5)
     nrows = math.ceil(n / ncols)
-    fig, axes = figure(nrows, ncols, figsize=(3.2 * ncols + 1.0, 2.8 * nrows + 0.6),
-                       sharex=True, sharey=True)
+    fig, axes = figure(nrows, ncols, figsize=(3.2 * ncols + 1.0, 2.8 * nrows + 0.6), sharex=True, sharey=True)
     values: list[float] = []
     for ax, g in zip(axes.flat, groups, strict=False):
         for column, ls in (("train_loss", "-"), ("val_loss", "--")):
@@ -300,7 +300,7 @@ def plot_overfit(study: StudyFiles, groups: Sequence[Group], hlines: dict[str, f
             ax.axhline(value, color="black", lw=0.9, ls=["-.", ":"][i % 2])
         ax.set_title(g.label, fontsize=10)
         ax.grid(True, alpha=0.3)
-    for ax in list(axes.flat)[len(groups):]:
+    for ax in list(axes.flat)[len(groups) :]:
         ax.set_visible(False)
     values += list(hlines.values())
     if span_decades(values) > LOG_DECADES:
@@ -309,12 +309,15 @@ def plot_overfit(study: StudyFiles, groups: Sequence[Group], hlines: dict[str, f
         ax.set_xlabel("epoch")
     for ax in axes[:, 0]:
         ax.set_ylabel("loss (MSE)")
-    extra = [Line2D([], [], color="0.3", ls="-", label="training loss (end of epoch)"),
-             Line2D([], [], color="0.3", ls="--", label="held-out loss")]
-    extra += [Line2D([], [], color="black", lw=0.9, ls=["-.", ":"][i % 2], label=label)
-              for i, label in enumerate(hlines)]
-    fig.legend(handles=extra, loc="outside lower center", ncols=min(len(extra), 4),
-               frameon=False)
+    extra = [
+        Line2D([], [], color="0.3", ls="-", label="training loss (end of epoch)"),
+        Line2D([], [], color="0.3", ls="--", label="held-out loss"),
+    ]
+    extra += [
+        Line2D([], [], color="black", lw=0.9, ls=["-.", ":"][i % 2], label=label)
+        for i, label in enumerate(hlines)
+    ]
+    fig.legend(handles=extra, loc="outside lower center", ncols=min(len(extra), 4), frameon=False)
     fig.suptitle(f"{study.name}: training vs held-out loss")
     return fig
 

@@ -66,13 +66,7 @@ def fmt_pct_spread(values: Iterable[float]) -> str:
 
 def md_cell(value: Any) -> str:
     """Text for a markdown table cell: pipes escaped, newlines flattened."""
-    text = (
-        value
-        if isinstance(value, str)
-        else fmt(value)
-        if isinstance(value, float)
-        else str(value)
-    )
+    text = value if isinstance(value, str) else fmt(value) if isinstance(value, float) else str(value)
     return text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -80,9 +74,7 @@ def md_table(df: pd.DataFrame) -> str:
     """A pandas table as a GitHub-flavoured markdown table."""
     header = "| " + " | ".join(md_cell(str(c)) for c in df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = [
-        "| " + " | ".join(md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)
-    ]
+    body = ["| " + " | ".join(md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 
 

@@ -111,14 +111,12 @@ def _run_summaries(epochs: pd.DataFrame, column: str) -> pd.DataFrame:
                 "first_updates": float(updates[0]) if updates.size else math.nan,
                 "last_epoch": float(pd.to_numeric(g["epoch"], errors="coerce").max()),
                 "last_time": float(np.nanmax(time)) if np.isfinite(time).any() else math.nan,
-                "last_updates": (float(np.nanmax(updates)) if np.isfinite(updates).any()
-                                 else math.nan),
+                "last_updates": (float(np.nanmax(updates)) if np.isfinite(updates).any() else math.nan),
                 "final_loss": final_finite_loss(loss),
                 "blew_up": bool(loss.size and not math.isfinite(loss[-1])),
             }
         )
-    cols = ["trial_id", "first_updates", "last_epoch", "last_time", "last_updates",
-            "final_loss", "blew_up"]
+    cols = ["trial_id", "first_updates", "last_epoch", "last_time", "last_updates", "final_loss", "blew_up"]
     return pd.DataFrame(rows, columns=cols).set_index("trial_id")
 
 
@@ -138,9 +136,7 @@ def ablation_setup(
     abl = _ablation_trials(trials)
     runs = _run_summaries(_trial_epochs(epochs, abl["trial_id"]), column)
     runs = runs.join(abl.set_index("trial_id")[["case"]], how="inner")
-    diverged = runs["blew_up"] | runs.index.isin(
-        abl.loc[diverged_trials(abl).to_numpy(), "trial_id"]
-    )
+    diverged = runs["blew_up"] | runs.index.isin(abl.loc[diverged_trials(abl).to_numpy(), "trial_id"])
     healthy = runs[~diverged] if (~diverged).any() else runs
 
     def min_of_case_max(col: str) -> float:
@@ -161,8 +157,10 @@ def ablation_setup(
         means = runs.groupby("case")["final_loss"].mean()
         means = means[np.isfinite(means)]
         target = float(means.median()) if len(means) else math.nan
-        source = ("the median over cases of their mean final loss: half the settings end "
-                  "below it, so the time to reach it separates fast from slow")
+        source = (
+            "the median over cases of their mean final loss: half the settings end "
+            "below it, so the time to reach it separates fast from slow"
+        )
     return AblationSetup(
         epoch=epoch,
         early_epoch=max(1, math.ceil(epoch / 5)) if epoch else 0,
@@ -177,9 +175,26 @@ def ablation_setup(
     )
 
 
-METRIC_COLUMNS = ("case", "loss_E", "gain_E", "loss_S", "gain_S", "early_epochs",
-                  "early_seconds", "early_updates", "t_target", "spikes", "roughness", "auc",
-                  "final_loss", "updates_E", "updates_early", "updates_total", "stage", "chunks")
+METRIC_COLUMNS = (
+    "case",
+    "loss_E",
+    "gain_E",
+    "loss_S",
+    "gain_S",
+    "early_epochs",
+    "early_seconds",
+    "early_updates",
+    "t_target",
+    "spikes",
+    "roughness",
+    "auc",
+    "final_loss",
+    "updates_E",
+    "updates_early",
+    "updates_total",
+    "stage",
+    "chunks",
+)
 
 
 def _run_metrics(g: pd.DataFrame, column: str, setup: AblationSetup, zero: float) -> dict:
@@ -196,15 +211,13 @@ def _run_metrics(g: pd.DataFrame, column: str, setup: AblationSetup, zero: float
 
     finite_updates = updates[np.isfinite(updates)]
     return {
-        "t_target": time_to_target(time, loss, setup.target)
-        if math.isfinite(setup.target) else math.nan,
+        "t_target": time_to_target(time, loss, setup.target) if math.isfinite(setup.target) else math.nan,
         "spikes": float(count_spikes(loss, setup.factor)),
         "roughness": roughness(loss, zero),
         "auc": auc(loss),
         "final_loss": final_finite_loss(loss),
         # Epoch e's loss stands for the interval [e-1, e): the window is the mean of epochs 1..E/5.
-        "early_epochs": early_gain(epoch - 1, float(setup.early_epoch))
-        if setup.early_epoch else math.nan,
+        "early_epochs": early_gain(epoch - 1, float(setup.early_epoch)) if setup.early_epoch else math.nan,
         "early_seconds": early_gain(time, setup.early_seconds),
         "early_updates": early_gain(updates, setup.early_updates, setup.early_updates_from),
         "updates_E": updates_by(setup.epoch),
@@ -213,8 +226,9 @@ def _run_metrics(g: pd.DataFrame, column: str, setup: AblationSetup, zero: float
     }
 
 
-def trial_metrics(trials: pd.DataFrame, epochs: pd.DataFrame, setup: AblationSetup,
-                  column: str = TRAIN, zero: float = 1.0) -> pd.DataFrame:
+def trial_metrics(
+    trials: pd.DataFrame, epochs: pd.DataFrame, setup: AblationSetup, column: str = TRAIN, zero: float = 1.0
+) -> pd.DataFrame:
     """The ablation's per-run numbers on the loss ``column``, one row per finished trial that has
     a case; ``zero`` is the zero predictor's loss on that column's part of the data.
 
@@ -283,19 +297,26 @@ def case_summary(readings: dict[str, pd.DataFrame], setup: AblationSetup) -> pd.
         m = base[base["case"] == case]
         row[f"updates by epoch {setup.epoch}"] = _updates_text(m["updates_E"])
         main = readings.get(VAL, base)
-        row[f"{names[VAL if VAL in readings else TRAIN]} after {fmt(setup.seconds, 3)} s"] = (
-            fmt_spread(main.loc[main["case"] == case, "loss_S"]))
+        row[f"{names[VAL if VAL in readings else TRAIN]} after {fmt(setup.seconds, 3)} s"] = fmt_spread(
+            main.loc[main["case"] == case, "loss_S"]
+        )
         spikes = readings.get(RUNNING, base)
         row[f"spikes per run (x{setup.factor:g})"] = fmt_spread(
-            spikes.loc[spikes["case"] == case, "spikes"], 3)
+            spikes.loc[spikes["case"] == case, "spikes"], 3
+        )
         chunks = sorted({int(c) for c in m["chunks"] if pd.notna(c)})
         row["final chunks N"] = "/".join(map(str, chunks)) if chunks else "-"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def readings(trials: pd.DataFrame, epochs: pd.DataFrame, setup: AblationSetup,
-             zero_train: float = 1.0, zero_val: float = 1.0) -> dict[str, pd.DataFrame]:
+def readings(
+    trials: pd.DataFrame,
+    epochs: pd.DataFrame,
+    setup: AblationSetup,
+    zero_train: float = 1.0,
+    zero_val: float = 1.0,
+) -> dict[str, pd.DataFrame]:
     """trial_metrics on every loss column epochs.csv has (RUNNING, TRAIN, VAL); VAL only when
     some run has a held-out loss."""
     out = {}

@@ -19,7 +19,21 @@ from tuner.space.trial_config import first_config, resolve, searched_keys
 from tuner.space.tune_space import pbt_mutations, tune_space
 
 __all__ = [
-    "CASE_KEY", "DISTRIBUTIONS", "Case", "Param", "Resources", "SchedulerSpec", "SearchSpec",
-    "SpaceFile", "first_config", "load_space", "optuna_space", "pbt_mutations", "resolve",
-    "searched_keys", "space_from_dict", "start_points", "tune_space",
+    "CASE_KEY",
+    "DISTRIBUTIONS",
+    "Case",
+    "Param",
+    "Resources",
+    "SchedulerSpec",
+    "SearchSpec",
+    "SpaceFile",
+    "first_config",
+    "load_space",
+    "optuna_space",
+    "pbt_mutations",
+    "resolve",
+    "searched_keys",
+    "space_from_dict",
+    "start_points",
+    "tune_space",
 ]

@@ -15,7 +15,8 @@ import copy
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from tuner.objectives import HELD_OUT_OBJECTIVES
 from tuner.core import config as cfg
@@ -71,21 +72,35 @@ class _Loader(Checker):
         resources = self.section("resources", parse_resources, doc["resources"])
         params, cases = SpaceParser(self.source, self.fixed).parse(doc["space"], base)
         if not params:
-            self.fail("space", "searches nothing", "at least one searched key (a dotted "
-                      "config key with a distribution, or case)")
+            self.fail(
+                "space",
+                "searches nothing",
+                "at least one searched key (a dotted config key with a distribution, or case)",
+            )
         self.cross_check(params, search)
         self.probe(base, params, cases)
         self.conditions_need_optuna(params, search)
         if self.keep_case is not None and isinstance(start_from, list):
-            start_from = [p for p in start_from
-                          if not isinstance(p, Mapping) or p.get(CASE_KEY, self.keep_case)
-                          == self.keep_case]
+            start_from = [
+                p
+                for p in start_from
+                if not isinstance(p, Mapping) or p.get(CASE_KEY, self.keep_case) == self.keep_case
+            ]
         points = StartPoints(self.source, base, params, cases).parse(start_from)
         search = dataclasses.replace(search, start_from=points)
-        self.check_with_config(build_config(self.source, tree_with(
-            base, cases, assignment(params, {}))), search)
-        spec = SpaceFile(name=name, path=None, base=base, params=params, search=search,
-                         resources=resources, raw={}, cases=cases)
+        self.check_with_config(
+            build_config(self.source, tree_with(base, cases, assignment(params, {}))), search
+        )
+        spec = SpaceFile(
+            name=name,
+            path=None,
+            base=base,
+            params=params,
+            search=search,
+            resources=resources,
+            raw={},
+            cases=cases,
+        )
         return dataclasses.replace(spec, raw=document(spec))
 
     def section(self, name: str, parse: Any, raw: Any) -> Any:
@@ -97,15 +112,22 @@ class _Loader(Checker):
     def sections(self, doc: Any) -> dict[str, Any]:
         """Top-level keys known, each section a mapping (or absent/null)."""
         if doc is None or doc == {}:
-            self.fail("document", "empty", "a space file with at least a space section "
-                      "(an empty file would start a full-size default search)")
+            self.fail(
+                "document",
+                "empty",
+                "a space file with at least a space section "
+                "(an empty file would start a full-size default search)",
+            )
         if not isinstance(doc, Mapping):
-            raise ConfigError(f"{self.source}: must hold a mapping of sections "
-                              f"{', '.join(TOP_KEYS)}; got {type(doc).__name__}")
+            raise ConfigError(
+                f"{self.source}: must hold a mapping of sections "
+                f"{', '.join(TOP_KEYS)}; got {type(doc).__name__}"
+            )
         for key in doc:
             if key not in TOP_KEYS and key not in cfg.STUDY_RECORD:
-                self.fail(name_of(key), f"unknown section{cfg.suggest(str(key), TOP_KEYS)}",
-                          ", ".join(TOP_KEYS))
+                self.fail(
+                    name_of(key), f"unknown section{cfg.suggest(str(key), TOP_KEYS)}", ", ".join(TOP_KEYS)
+                )
         out: dict[str, Any] = {}
         if "name" in doc:
             out["name"] = doc["name"]
@@ -123,12 +145,15 @@ class _Loader(Checker):
 
     def apply_overrides(self, doc: dict[str, Any], overrides: Sequence[str]) -> None:
         """key=value strings: config keys become fixed (and leave the space), others set."""
-        allowed = "name, case, data.*, model.*, train.* (config keys), search.*, resources.*, " \
-                  "space.<key> (a distribution, or null to drop it)"
+        allowed = (
+            "name, case, data.*, model.*, train.* (config keys), search.*, resources.*, "
+            "space.<key> (a distribution, or null to drop it)"
+        )
         for text in overrides:
             if not isinstance(text, str) or "=" not in text:
-                self.fail(f"override {short(text)}", "not of the form key=value",
-                          "key=value, e.g. train.lr=0.01")
+                self.fail(
+                    f"override {short(text)}", "not of the form key=value", "key=value, e.g. train.lr=0.01"
+                )
             key, _, value_text = text.partition("=")
             key = key.strip()
             try:
@@ -141,8 +166,11 @@ class _Loader(Checker):
                 self.fix_case(doc["space"], value)
             elif key in LEAVES:
                 self.fix_key(doc, key, value)
-            elif key.startswith(("search.", "resources.", "space.")) \
-                    and len(key.split(".")) >= 2 and all(key.split(".")):
+            elif (
+                key.startswith(("search.", "resources.", "space."))
+                and len(key.split(".")) >= 2
+                and all(key.split("."))
+            ):
                 self.set_service_key(doc, key, value)
             else:
                 near = cfg.suggest(key, [*LEAVES, "name", CASE_KEY])
@@ -176,7 +204,7 @@ class _Loader(Checker):
     def set_service_key(self, doc: dict[str, Any], key: str, value: Any) -> None:
         """Override of search.*, resources.* or space.<key>."""
         if key.startswith("space."):
-            sub = key[len("space."):]
+            sub = key[len("space.") :]
             if value is None:
                 doc["space"].pop(sub, None)
             else:
@@ -184,8 +212,7 @@ class _Loader(Checker):
             return
         if key == "search.scheduler" and isinstance(value, str):
             value = {"type": value}
-        if key.startswith("search.scheduler.") and not isinstance(
-                doc["search"].get("scheduler"), dict):
+        if key.startswith("search.scheduler.") and not isinstance(doc["search"].get("scheduler"), dict):
             doc["search"]["scheduler"] = {}
         cfg.set_dotted(doc, key, value)
         if key == "search.scheduler.type":
@@ -197,27 +224,38 @@ class _Loader(Checker):
         """Override case=NAME: keep only that named case."""
         case = space.get(CASE_KEY)
         if not isinstance(case, Mapping) or len(case) != 1:
-            self.fail(CASE_KEY, "overridden, but the space has no valid case entry",
-                      "case=<name> only with a case grid in the space")
+            self.fail(
+                CASE_KEY,
+                "overridden, but the space has no valid case entry",
+                "case=<name> only with a case grid in the space",
+            )
         kind, entries = next(iter(case.items()))
-        names = [e.get("name") for e in entries if isinstance(e, Mapping)] \
-            if isinstance(entries, list) else []
+        names = (
+            [e.get("name") for e in entries if isinstance(e, Mapping)] if isinstance(entries, list) else []
+        )
         if name not in names:
-            self.fail(CASE_KEY, f"no case named {short(name)}"
-                      f"{cfg.suggest(str(name), [str(n) for n in names])}",
-                      ", ".join(map(str, names)) or "a case name")
-        space[CASE_KEY] = {kind: [e for e in entries if isinstance(e, Mapping)
-                                  and e.get("name") == name]}
+            self.fail(
+                CASE_KEY,
+                f"no case named {short(name)}{cfg.suggest(str(name), [str(n) for n in names])}",
+                ", ".join(map(str, names)) or "a case name",
+            )
+        space[CASE_KEY] = {kind: [e for e in entries if isinstance(e, Mapping) and e.get("name") == name]}
         self.keep_case = name  # start points of the other cases are dropped
 
     def parse_name(self, value: Any) -> str:
         if value is _MISSING:
             value = self.default_name
-        bad = (not isinstance(value, str) or not value.strip() or "/" in value or "\\" in value
-               or ".." in value or value.strip() == "." or not value.isprintable())
+        bad = (
+            not isinstance(value, str)
+            or not value.strip()
+            or "/" in value
+            or "\\" in value
+            or ".." in value
+            or value.strip() == "."
+            or not value.isprintable()
+        )
         if bad:
-            self.fail("name", f"got {short(value)}",
-                      "a non-empty study name without '/', '\\' or '..'")
+            self.fail("name", f"got {short(value)}", "a non-empty study name without '/', '\\' or '..'")
         return value
 
     def check_tree(self, prefix: str, raw: Any, cls: type) -> dict[str, Any]:
@@ -230,8 +268,9 @@ class _Loader(Checker):
         out: dict[str, Any] = {}
         for key, value in raw.items():
             if key not in names:
-                self.fail(f"{prefix}.{name_of(key)}",
-                          f"unknown key{cfg.suggest(str(key), names)}", ", ".join(names))
+                self.fail(
+                    f"{prefix}.{name_of(key)}", f"unknown key{cfg.suggest(str(key), names)}", ", ".join(names)
+                )
             tp = hints[key]
             if dataclasses.is_dataclass(tp):
                 out[key] = self.check_tree(f"{prefix}.{key}", {} if value is None else value, tp)
@@ -242,22 +281,33 @@ class _Loader(Checker):
     def cross_check(self, params: Sequence[Param], search: SearchSpec) -> None:
         sched = search.scheduler
         if sched.type == "pbt" and search.algorithm == "optuna":
-            self.fail("search.scheduler.type", "pbt takes no searcher, and search.algorithm "
-                      "is optuna", "search.algorithm random or grid with pbt")
+            self.fail(
+                "search.scheduler.type",
+                "pbt takes no searcher, and search.algorithm is optuna",
+                "search.algorithm random or grid with pbt",
+            )
         for p in params:
             if p.kind == "grid" and search.algorithm == "optuna":
-                self.fail(f"space.{p.key}", "grid needs Tune's own variant generator, and "
-                          "search.algorithm is optuna",
-                          "search.algorithm grid or random, or a choice distribution")
-        if (sched.type == "pbt" and sched.time_attr == "training_iteration"
-                and sched.perturbation_interval % search.checkpoint_every != 0):
-            self.fail("search.scheduler.perturbation_interval",
-                      f"got {sched.perturbation_interval:g}, not a multiple of "
-                      f"search.checkpoint_every = {search.checkpoint_every}",
-                      "a multiple of checkpoint_every, so exploits find a fresh checkpoint")
+                self.fail(
+                    f"space.{p.key}",
+                    "grid needs Tune's own variant generator, and search.algorithm is optuna",
+                    "search.algorithm grid or random, or a choice distribution",
+                )
+        if (
+            sched.type == "pbt"
+            and sched.time_attr == "training_iteration"
+            and sched.perturbation_interval % search.checkpoint_every != 0
+        ):
+            self.fail(
+                "search.scheduler.perturbation_interval",
+                f"got {sched.perturbation_interval:g}, not a multiple of "
+                f"search.checkpoint_every = {search.checkpoint_every}",
+                "a multiple of checkpoint_every, so exploits find a fresh checkpoint",
+            )
         if search.metric == "time_to_target" and search.target_loss is None:
-            self.fail("search.target_loss", "required by metric time_to_target",
-                      "a number (the loss to reach)")
+            self.fail(
+                "search.target_loss", "required by metric time_to_target", "a number (the loss to reach)"
+            )
 
     def conditions_need_optuna(self, params: Sequence[Param], search: SearchSpec) -> None:
         """`if:` has one implementation, Optuna's define-by-run: refused where Tune's variant
@@ -265,20 +315,29 @@ class _Loader(Checker):
         if not variant_generator(search, params):
             return
         sched = search.scheduler
-        why = ("pbt" if sched.type == "pbt" else "search.algorithm grid"
-               if search.algorithm == "grid" else "a grid entry")
+        why = (
+            "pbt"
+            if sched.type == "pbt"
+            else "search.algorithm grid"
+            if search.algorithm == "grid"
+            else "a grid entry"
+        )
         pbt = sched.type == "pbt"
-        gated = sorted((p for p in params if p.condition is not None),
-                       key=lambda p: (not (pbt and p.key in PBT_KEYS), p.kind != "choice"))
+        gated = sorted(
+            (p for p in params if p.condition is not None),
+            key=lambda p: (not (pbt and p.key in PBT_KEYS), p.kind != "choice"),
+        )
         for p in gated:
-            self.fail(f"space.{p.key}.if", f"{why} runs Tune's variant generator, which takes "
-                      "no conditions" + (" (pbt mutates this key in every trial)"
-                                         if pbt and p.key in PBT_KEYS else ""),
-                      "an unconditional entry, case entries for dependent settings, or "
-                      "search.algorithm optuna/random without grids and pbt")
+            self.fail(
+                f"space.{p.key}.if",
+                f"{why} runs Tune's variant generator, which takes "
+                "no conditions"
+                + (" (pbt mutates this key in every trial)" if pbt and p.key in PBT_KEYS else ""),
+                "an unconditional entry, case entries for dependent settings, or "
+                "search.algorithm optuna/random without grids and pbt",
+            )
 
-    def probe(self, base: Mapping[str, Any], params: tuple[Param, ...],
-              cases: tuple[Case, ...]) -> None:
+    def probe(self, base: Mapping[str, Any], params: tuple[Param, ...], cases: tuple[Case, ...]) -> None:
         """Build a Config from base + first values, then once per listed value or bound
         (its condition chain made true), so fixed and searched values fail now."""
         by_key = {p.key: p for p in params}
@@ -294,18 +353,22 @@ class _Loader(Checker):
                 build_config(self.source, tree_with(base, cases, assignment(params, forced)))
 
     def check_with_config(self, first: Config, search: SearchSpec) -> None:
-        if search.metric in HELD_OUT_OBJECTIVES and not (first.data.val_fraction > 0
-                                                         or first.data.val_series > 0):
-            self.fail("search.metric", f"{search.metric} needs held-out data, and "
-                      "data.val_fraction and data.val_series are 0",
-                      f"data.val_fraction > 0 or data.val_series > 0 with {search.metric}")
+        if search.metric in HELD_OUT_OBJECTIVES and not (
+            first.data.val_fraction > 0 or first.data.val_series > 0
+        ):
+            self.fail(
+                "search.metric",
+                f"{search.metric} needs held-out data, and data.val_fraction and data.val_series are 0",
+                f"data.val_fraction > 0 or data.val_series > 0 with {search.metric}",
+            )
 
 
 class StartPoints(Checker):
     """`search.start_from`: each point a complete, valid setting of the searched keys."""
 
-    def __init__(self, source: str, base: Mapping[str, Any], params: tuple[Param, ...],
-                 cases: tuple[Case, ...]) -> None:
+    def __init__(
+        self, source: str, base: Mapping[str, Any], params: tuple[Param, ...], cases: tuple[Case, ...]
+    ) -> None:
         super().__init__(source)
         self.base, self.params, self.cases = base, params, cases
 
@@ -325,27 +388,38 @@ class StartPoints(Checker):
         for key in item:
             if key not in searched:
                 known = key in LEAVES
-                self.fail(f"{where}.{name_of(key)}",
-                          "not searched" if known else
-                          f"unknown key{cfg.suggest(str(key), list(searched))}",
-                          "the searched keys: " + ", ".join(searched))
+                self.fail(
+                    f"{where}.{name_of(key)}",
+                    "not searched" if known else f"unknown key{cfg.suggest(str(key), list(searched))}",
+                    "the searched keys: " + ", ".join(searched),
+                )
         values: dict[str, Any] = {}
         for p in self.params:
             key = f"{where}.{p.key}"
             if not active(p, values):
                 if p.key in item:
                     parent, allowed = p.condition
-                    self.fail(key, f"not used when {parent} is {short(plain(values.get(parent)))}",
-                              f"only with {parent} in {', '.join(map(str, plain(allowed)))}")
+                    self.fail(
+                        key,
+                        f"not used when {parent} is {short(plain(values.get(parent)))}",
+                        f"only with {parent} in {', '.join(map(str, plain(allowed)))}",
+                    )
                 continue
             if p.key not in item:
-                self.fail(key, "missing", "a value for every searched key whose condition "
-                          "holds (a start point is a complete setting)")
+                self.fail(
+                    key,
+                    "missing",
+                    "a value for every searched key whose condition "
+                    "holds (a start point is a complete setting)",
+                )
             raw = decode_value(p.key, item[p.key])
             value = raw if p.key == CASE_KEY else coerce(self.source, key, raw, LEAVES[p.key])
             if not p.contains(value):
-                domain = (", ".join(str(plain(v)) for v in p.values) if p.values is not None
-                          else f"[{p.low}, {p.high}]")
+                domain = (
+                    ", ".join(str(plain(v)) for v in p.values)
+                    if p.values is not None
+                    else f"[{p.low}, {p.high}]"
+                )
                 self.fail(key, f"got {short(plain(value))}, outside its {p.kind}", domain)
             values[p.key] = value
         build_config(f"{self.source}: {where}", tree_with(self.base, self.cases, values))
@@ -366,10 +440,8 @@ def document(spec: SpaceFile) -> dict[str, Any]:
 def _param_document(p: Param, cases: Sequence[Case]) -> dict[str, Any]:
     """A Param back as its YAML entry."""
     if p.key == CASE_KEY:
-        return {p.kind: [{"name": c.name, **{k: plain(v) for k, v in c.settings}}
-                         for c in cases]}
-    out: dict[str, Any] = {p.kind: plain(p.values) if p.values is not None
-                           else [p.low, p.high]}
+        return {p.kind: [{"name": c.name, **{k: plain(v) for k, v in c.settings}} for c in cases]}
+    out: dict[str, Any] = {p.kind: plain(p.values) if p.values is not None else [p.low, p.high]}
     if p.kind == "int" and p.log:
         out["log"] = True
     if p.condition is not None:
@@ -377,8 +449,9 @@ def _param_document(p: Param, cases: Sequence[Case]) -> dict[str, Any]:
     return out
 
 
-def space_from_dict(doc: Any, source: str = "<space>", overrides: Sequence[str] = (),
-                    path: Path | None = None) -> SpaceFile:
+def space_from_dict(
+    doc: Any, source: str = "<space>", overrides: Sequence[str] = (), path: Path | None = None
+) -> SpaceFile:
     """Validate a space document already parsed from YAML; `source` names it in errors."""
     default_name = path.stem if path is not None else "study"
     spec = _Loader(source, default_name).load(doc, overrides)
@@ -400,4 +473,3 @@ def load_space(path: str | Path, overrides: Sequence[str] = ()) -> SpaceFile:
     except yamlio.YamlError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return space_from_dict(doc, source=str(path), overrides=overrides, path=p)
-

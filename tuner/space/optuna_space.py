@@ -7,7 +7,8 @@ suggested only when its condition holds and is absent from the trial's params ot
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
 
 from optuna.distributions import CategoricalDistribution, IntDistribution
 
@@ -24,11 +25,13 @@ class _DefineByRun:
     def __init__(self, params: Sequence[Param]) -> None:
         for p in params:
             if p.grid:
-                raise ConfigError(f"space.{p.key}: grid cannot be sampled by Optuna; "
-                                  "allowed: choice, or search.algorithm grid")
+                raise ConfigError(
+                    f"space.{p.key}: grid cannot be sampled by Optuna; "
+                    "allowed: choice, or search.algorithm grid"
+                )
         self.params = tuple(params)
 
-    def __call__(self, trial: "optuna.Trial") -> None:
+    def __call__(self, trial: optuna.Trial) -> None:
         values: dict[str, Any] = {}
         for p in self.params:
             if not active(p, values):
@@ -44,7 +47,7 @@ class _DefineByRun:
         return None
 
 
-def optuna_space(params: Sequence[Param]) -> Callable[["optuna.Trial"], None]:
+def optuna_space(params: Sequence[Param]) -> Callable[[optuna.Trial], None]:
     """A define-by-run function for `OptunaSearch(space=...)`: each Param's distribution is
     suggested under its dotted key when its condition holds."""
     return _DefineByRun(params)
@@ -53,5 +56,4 @@ def optuna_space(params: Sequence[Param]) -> Callable[["optuna.Trial"], None]:
 def start_points(spec: SpaceFile) -> list[dict[str, Any]]:
     """`search.start_from` as the flat, encoded trial configs searchers take as
     `points_to_evaluate` (chunk schedules as '100,50,1' strings, like every suggestion)."""
-    return [{k: encode_value(k, v) for k, v in point.items()}
-            for point in spec.search.start_from]
+    return [{k: encode_value(k, v) for k, v in point.items()} for point in spec.search.start_from]

@@ -11,7 +11,8 @@ numbers, values valid for the config.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, NoReturn, Sequence
+from typing import Any, NoReturn
+from collections.abc import Mapping, Sequence
 
 from optuna.distributions import FloatDistribution, IntDistribution
 
@@ -68,8 +69,9 @@ class SpaceParser(Checker):
         super().__init__(source)
         self.fixed = fixed
 
-    def parse(self, raw: Mapping[str, Any], base: Mapping[str, Any]
-              ) -> tuple[tuple[Param, ...], tuple[Case, ...]]:
+    def parse(
+        self, raw: Mapping[str, Any], base: Mapping[str, Any]
+    ) -> tuple[tuple[Param, ...], tuple[Case, ...]]:
         parsed: dict[str, Param] = {}
         cases: tuple[Case, ...] = ()
         for key, entry in raw.items():
@@ -77,16 +79,21 @@ class SpaceParser(Checker):
                 parsed[CASE_KEY], cases = self.parse_case(entry)
                 continue
             if not isinstance(key, str) or key not in LEAVES:
-                self.fail(f"space.{name_of(key)}",
-                          f"unknown key{cfg.suggest(str(key), [*LEAVES, CASE_KEY])}",
-                          "a dotted config key such as train.lr, or case")
+                self.fail(
+                    f"space.{name_of(key)}",
+                    f"unknown key{cfg.suggest(str(key), [*LEAVES, CASE_KEY])}",
+                    "a dotted config key such as train.lr, or case",
+                )
             parsed[key] = self.parse_param(key, entry)
         # A case may not set a searched key: which value would win?
         for case in cases:
             for key, _ in case.settings:
                 if key in parsed:
-                    self.fail(f"space.case.{case.name}.{key}", "also searched under space",
-                              "a key that is either searched or set by the cases, not both")
+                    self.fail(
+                        f"space.case.{case.name}.{key}",
+                        "also searched under space",
+                        "a key that is either searched or set by the cases, not both",
+                    )
         params = self.resolve_conditions(parsed)
         self.check_chunks(params, base)
         return params, cases
@@ -98,8 +105,11 @@ class SpaceParser(Checker):
             self.fail(where, f"got {short(entry)}", shapes)
         for k in entry:
             if k not in (*DISTRIBUTIONS, "if", "log"):
-                self.fail(where, f"unknown distribution {name_of(k)}"
-                          f"{cfg.suggest(str(k), [*DISTRIBUTIONS, 'if', 'log'])}", shapes)
+                self.fail(
+                    where,
+                    f"unknown distribution {name_of(k)}{cfg.suggest(str(k), [*DISTRIBUTIONS, 'if', 'log'])}",
+                    shapes,
+                )
         dists = [k for k in entry if k in DISTRIBUTIONS]
         if len(dists) != 1:
             self.fail(where, f"has {len(dists)} distributions", shapes)
@@ -108,16 +118,19 @@ class SpaceParser(Checker):
         if not isinstance(log, bool):
             self.fail(f"{where}.log", f"got {short(log)}", "true or false")
         if log and kind != "int":
-            self.fail(f"{where}.log", f"not used by {kind}",
-                      "log with int; use loguniform for log-scale numbers")
+            self.fail(
+                f"{where}.log", f"not used by {kind}", "log with int; use loguniform for log-scale numbers"
+            )
         condition = self.parse_if(key, entry["if"]) if "if" in entry else None
         if kind == "grid" and condition is not None:
-            self.fail(where, "a grid cannot have if (it would repeat trials)",
-                      "an unconditional grid, or case entries for dependent settings")
+            self.fail(
+                where,
+                "a grid cannot have if (it would repeat trials)",
+                "an unconditional grid, or case entries for dependent settings",
+            )
         if kind in ("choice", "grid"):
             values = self.parse_values(where, key, entry[kind], key_type(key))
-            return Param(key, categorical(key, values), grid=kind == "grid",
-                         condition=condition)
+            return Param(key, categorical(key, values), grid=kind == "grid", condition=condition)
         return Param(key, self.numeric(where, key, kind, entry[kind], log), condition=condition)
 
     def numeric(self, where: str, key: str, kind: str, arg: Any, log: bool) -> Any:
@@ -125,11 +138,17 @@ class SpaceParser(Checker):
         inner = strip_optional(key_type(key))
         integer = kind == "int"
         if integer and inner is not int:
-            self.fail(where, f"int needs an integer key, {key} is {type_name(inner)}",
-                      "uniform/loguniform for real keys, choice or grid for others")
+            self.fail(
+                where,
+                f"int needs an integer key, {key} is {type_name(inner)}",
+                "uniform/loguniform for real keys, choice or grid for others",
+            )
         if not integer and inner is not float:
-            self.fail(where, f"{kind} needs a real-valued key, {key} is {type_name(inner)}",
-                      "int for integer keys, choice or grid for others")
+            self.fail(
+                where,
+                f"{kind} needs a real-valued key, {key} is {type_name(inner)}",
+                "int for integer keys, choice or grid for others",
+            )
         low, high = self.bounds(where, kind, arg, integer)
         log = log or kind == "loguniform"
         try:
@@ -137,10 +156,13 @@ class SpaceParser(Checker):
                 return IntDistribution(low, high, log=log)
             return FloatDistribution(low, high, log=log)
         except ValueError as exc:
-            self.fail(where, f"{kind} {exc}".rstrip("."),
-                      f"[low, high] with low <= high{' and low > 0' if log else ''}"
-                      + (" (use uniform to include 0)" if kind == "loguniform" else "")
-                      + (" (low >= 1 with log: true)" if integer and log else ""))
+            self.fail(
+                where,
+                f"{kind} {exc}".rstrip("."),
+                f"[low, high] with low <= high{' and low > 0' if log else ''}"
+                + (" (use uniform to include 0)" if kind == "loguniform" else "")
+                + (" (low >= 1 with log: true)" if integer and log else ""),
+            )
 
     def parse_values(self, where: str, key: str, arg: Any, tp: Any) -> tuple:
         if not isinstance(arg, list) or not arg:
@@ -149,8 +171,7 @@ class SpaceParser(Checker):
         for v in arg:
             value = coerce(self.source, key, v, tp)
             if isinstance(value, tuple) and not value:
-                self.fail(where, "got an empty chunk schedule []",
-                          "non-empty lists of integers >= 1")
+                self.fail(where, "got an empty chunk schedule []", "non-empty lists of integers >= 1")
             if value in values:
                 self.fail(where, f"lists {short(plain(value))} twice", "distinct values")
             values.append(value)
@@ -158,8 +179,7 @@ class SpaceParser(Checker):
 
     def bounds(self, where: str, kind: str, arg: Any, integer: bool) -> tuple[Any, Any]:
         what = "integers" if integer else "numbers"
-        shape = f"[low, high] with two finite {what}, low <= high" + (
-            " (both inclusive)" if integer else "")
+        shape = f"[low, high] with two finite {what}, low <= high" + (" (both inclusive)" if integer else "")
         if not isinstance(arg, list) or len(arg) != 2:
             self.fail(where, f"{kind} got {short(arg)}", shape)
         arg = [number(v) for v in arg]
@@ -180,8 +200,7 @@ class SpaceParser(Checker):
         if not isinstance(parent, str):
             self.fail(where, f"names {short(parent)}", "a key of the space")
         if not isinstance(allowed, list) or not allowed:
-            self.fail(f"{where}.{name_of(parent)}", f"got {short(allowed)}",
-                      "a non-empty list of values")
+            self.fail(f"{where}.{name_of(parent)}", f"got {short(allowed)}", "a non-empty list of values")
         return parent, tuple(allowed)  # raw values: coerced once the parent is known
 
     def parse_case(self, entry: Any) -> tuple[Param, tuple[Case, ...]]:
@@ -191,8 +210,11 @@ class SpaceParser(Checker):
             self.fail(where, f"got {short(entry)}", shape)
         kind, entries = next(iter(entry.items()))
         if kind not in ("grid", "choice"):
-            self.fail(where, f"unknown distribution {name_of(kind)}"
-                      f"{cfg.suggest(str(kind), ['grid', 'choice'])}", shape)
+            self.fail(
+                where,
+                f"unknown distribution {name_of(kind)}{cfg.suggest(str(kind), ['grid', 'choice'])}",
+                shape,
+            )
         if not isinstance(entries, list) or not entries:
             self.fail(where, f"got {short(entries)}", "a non-empty list of named settings")
         cases: list[Case] = []
@@ -209,9 +231,11 @@ class SpaceParser(Checker):
                 if key == "name":
                     continue
                 if not isinstance(key, str) or key not in LEAVES:
-                    self.fail(f"{where}.{name}.{name_of(key)}",
-                              f"unknown key{cfg.suggest(str(key), list(LEAVES))}",
-                              "dotted config keys such as train.optimizer")
+                    self.fail(
+                        f"{where}.{name}.{name_of(key)}",
+                        f"unknown key{cfg.suggest(str(key), list(LEAVES))}",
+                        "dotted config keys such as train.optimizer",
+                    )
                 settings.append((key, coerce(self.source, key, value, LEAVES[key])))
             cases.append(Case(name, tuple(settings)))
         names = [c.name for c in cases]
@@ -252,13 +276,18 @@ class SpaceParser(Checker):
             if parent == key:
                 self.fail(where, "names the key itself", "another key of the space")
             if parent not in params:
-                self.fail(where, f"names {name_of(parent)}, which is not searched"
-                          f"{cfg.suggest(parent, list(params))}",
-                          ", ".join(k for k in params if k != key) or "a searched key")
+                self.fail(
+                    where,
+                    f"names {name_of(parent)}, which is not searched{cfg.suggest(parent, list(params))}",
+                    ", ".join(k for k in params if k != key) or "a searched key",
+                )
             parent_p = params[parent]
             if parent_p.kind in ("uniform", "loguniform"):
-                self.fail(where, f"{parent} is continuous ({parent_p.kind})",
-                          "a key searched with choice, grid or int")
+                self.fail(
+                    where,
+                    f"{parent} is continuous ({parent_p.kind})",
+                    "a key searched with choice, grid or int",
+                )
             if parent_p.values is not None:
                 domain = ", ".join(str(plain(v)) for v in parent_p.values)
             else:
@@ -268,11 +297,9 @@ class SpaceParser(Checker):
                 try:
                     value = coerce(self.source, parent, a, key_type(parent))
                 except ConfigError:
-                    self.fail(f"{where}.{parent}", f"value {short(a)} is not a valid "
-                              f"{parent}", domain)
+                    self.fail(f"{where}.{parent}", f"value {short(a)} is not a valid {parent}", domain)
                 if not parent_p.contains(value):
-                    self.fail(f"{where}.{parent}", f"value {short(plain(value))} never occurs",
-                              domain)
+                    self.fail(f"{where}.{parent}", f"value {short(plain(value))} never occurs", domain)
                 coerced.append(value)
             params[key] = dataclasses.replace(p, condition=(parent, tuple(coerced)))
         return self.topological(params)
@@ -291,8 +318,11 @@ class SpaceParser(Checker):
                     break
             else:
                 cycle = ", ".join(p.key for p in pending)
-                self.fail(f"space.{pending[0].key}.if", f"conditions form a cycle ({cycle})",
-                          "conditions that can be ordered (no key depends on itself)")
+                self.fail(
+                    f"space.{pending[0].key}.if",
+                    f"conditions form a cycle ({cycle})",
+                    "conditions that can be ordered (no key depends on itself)",
+                )
         return tuple(placed)
 
     def check_chunks(self, params: Sequence[Param], base: Mapping[str, Any]) -> None:
@@ -307,6 +337,8 @@ class SpaceParser(Checker):
             length = base.get("data", {}).get("length", cfg.DataConfig.length)
         for schedule in p.values or ():
             if any(n < 1 for n in schedule) or max(schedule) > length:
-                self.fail(f"space.{CHUNKS_KEY}", f"schedule {list(schedule)} has chunk counts "
-                          f"outside [1, data.length = {length}]",
-                          f"chunk counts from 1 to data.length = {length}")
+                self.fail(
+                    f"space.{CHUNKS_KEY}",
+                    f"schedule {list(schedule)} has chunk counts outside [1, data.length = {length}]",
+                    f"chunk counts from 1 to data.length = {length}",
+                )

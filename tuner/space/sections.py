@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
+from collections.abc import Mapping
 
 from tuner.core import config as cfg
 from tuner.core.config import SEED_LIMIT, ConfigError, bounded, check, suggest
@@ -46,14 +47,20 @@ class SchedulerSpec:
 
     def __post_init__(self) -> None:
         p = "search.scheduler."
-        check(self.grace_period > 0, p + "grace_period",
-              self.grace_period, "a number > 0")
-        check(self.reduction_factor > 1,
-              p + "reduction_factor", self.reduction_factor, "a number > 1")
-        check(self.max_t is None or self.max_t > self.grace_period,
-              p + "max_t", self.max_t, f"a number > grace_period = {self.grace_period:g} or null")
-        check(self.perturbation_interval > 0,
-              p + "perturbation_interval", self.perturbation_interval, "a number > 0")
+        check(self.grace_period > 0, p + "grace_period", self.grace_period, "a number > 0")
+        check(self.reduction_factor > 1, p + "reduction_factor", self.reduction_factor, "a number > 1")
+        check(
+            self.max_t is None or self.max_t > self.grace_period,
+            p + "max_t",
+            self.max_t,
+            f"a number > grace_period = {self.grace_period:g} or null",
+        )
+        check(
+            self.perturbation_interval > 0,
+            p + "perturbation_interval",
+            self.perturbation_interval,
+            "a number > 0",
+        )
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,9 @@ class SearchSpec:
     or grid (Tune's variant generator, every `choice` expanded as a grid)."""
     sampler: Literal["tpe", "qmc", "random", "cmaes", "gp"] = "tpe"
     """Optuna sampler: tpe, qmc, random, cmaes or gp (only used with algorithm optuna)."""
-    metric: Literal["train_loss", "best_train_loss", "val_loss", "best_val_loss", "auc",
-                    "time_to_target"] = "train_loss"
+    metric: Literal["train_loss", "best_train_loss", "val_loss", "best_val_loss", "auc", "time_to_target"] = (
+        "train_loss"
+    )
     """The objective (`tuner.objectives.OBJECTIVES`): train_loss, best_train_loss, val_loss,
     best_val_loss, auc or time_to_target."""
     mode: Literal["min", "max"] = "min"
@@ -101,16 +109,26 @@ class SearchSpec:
     def __post_init__(self) -> None:
         p = "search."
         check(self.num_samples >= 1, p + "num_samples", self.num_samples, "an integer >= 1")
-        check(self.max_concurrent >= 1, p + "max_concurrent", self.max_concurrent,
-              "an integer >= 1")
-        check(self.time_budget_s is None or self.time_budget_s > 0,
-              p + "time_budget_s", self.time_budget_s, "a number of seconds > 0 (null = "
-              "unlimited)")
-        check(self.checkpoint_every >= 1, p + "checkpoint_every", self.checkpoint_every,
-              "an integer >= 1 (epochs)")
+        check(self.max_concurrent >= 1, p + "max_concurrent", self.max_concurrent, "an integer >= 1")
+        check(
+            self.time_budget_s is None or self.time_budget_s > 0,
+            p + "time_budget_s",
+            self.time_budget_s,
+            "a number of seconds > 0 (null = unlimited)",
+        )
+        check(
+            self.checkpoint_every >= 1,
+            p + "checkpoint_every",
+            self.checkpoint_every,
+            "an integer >= 1 (epochs)",
+        )
         check(self.max_failures >= 0, p + "max_failures", self.max_failures, "an integer >= 0")
-        check(self.mlflow is None or bool(self.mlflow.strip()), p + "mlflow", self.mlflow,
-              "true, false, null or an MLflow tracking URI")
+        check(
+            self.mlflow is None or bool(self.mlflow.strip()),
+            p + "mlflow",
+            self.mlflow,
+            "true, false, null or an MLflow tracking URI",
+        )
 
 
 @dataclass(frozen=True)
@@ -123,10 +141,8 @@ class Resources:
     """GPUs per trial."""
 
     def __post_init__(self) -> None:
-        check(self.cpu > 0, "resources.cpu", self.cpu,
-              "a number > 0 (CPUs per trial)")
-        check(self.gpu >= 0, "resources.gpu", self.gpu,
-              "a number >= 0 (GPUs per trial)")
+        check(self.cpu > 0, "resources.cpu", self.cpu, "a number > 0 (CPUs per trial)")
+        check(self.gpu >= 0, "resources.gpu", self.gpu, "a number >= 0 (GPUs per trial)")
 
 
 def _scheduler_keys(raw: Any) -> None:
@@ -142,11 +158,15 @@ def _scheduler_keys(raw: Any) -> None:
         if key == "type":
             continue
         if key not in every:
-            raise ConfigError(f"search.scheduler.{key}: unknown key{suggest(str(key), every)}; "
-                              f"allowed: type, {', '.join(used) or '(no other key for fifo)'}")
+            raise ConfigError(
+                f"search.scheduler.{key}: unknown key{suggest(str(key), every)}; "
+                f"allowed: type, {', '.join(used) or '(no other key for fifo)'}"
+            )
         if key not in used:
-            raise ConfigError(f"search.scheduler.{key}: not used by scheduler {kind}; "
-                              f"allowed: {', '.join(('type',) + used)}")
+            raise ConfigError(
+                f"search.scheduler.{key}: not used by scheduler {kind}; "
+                f"allowed: {', '.join(('type',) + used)}"
+            )
 
 
 def parse_search(raw: Mapping[str, Any]) -> tuple[SearchSpec, Any]:
@@ -155,8 +175,7 @@ def parse_search(raw: Mapping[str, Any]) -> tuple[SearchSpec, Any]:
     Start points are checked against the searched params (see `format`), hence returned raw."""
     raw = dict(raw)
     if isinstance(raw.get("metric"), str) and renamed_hint(raw["metric"]):
-        raise ConfigError(f"search.metric: {renamed_hint(raw['metric'])}; allowed: "
-                          f"{', '.join(OBJECTIVES)}")
+        raise ConfigError(f"search.metric: {renamed_hint(raw['metric'])}; allowed: {', '.join(OBJECTIVES)}")
     start_from = raw.pop("start_from", None)
     if raw.get("algorithm") == "grid" and "num_samples" not in raw:
         raw["num_samples"] = 1  # a grid is run num_samples times over: one pass unless asked
@@ -166,8 +185,9 @@ def parse_search(raw: Mapping[str, Any]) -> tuple[SearchSpec, Any]:
     if mlflow is True or mlflow is False:
         raw["mlflow"] = "local" if mlflow else None
     elif mlflow is not None and not isinstance(mlflow, str):
-        raise ConfigError(f"search.mlflow: got {short(mlflow)}; allowed: true, false, null or an "
-                          "MLflow tracking URI")
+        raise ConfigError(
+            f"search.mlflow: got {short(mlflow)}; allowed: true, false, null or an MLflow tracking URI"
+        )
     _scheduler_keys(raw.get("scheduler"))
     return cfg.build(SearchSpec, raw, "search."), start_from
 
@@ -180,8 +200,7 @@ def search_document(search: SearchSpec) -> dict[str, Any]:
     """A SearchSpec back as its YAML section (the scheduler with only its type's keys)."""
     out = dataclasses.asdict(search)
     sched = search.scheduler
-    out["scheduler"] = {"type": sched.type,
-                        **{k: getattr(sched, k) for k in SCHEDULER_KEYS[sched.type]}}
+    out["scheduler"] = {"type": sched.type, **{k: getattr(sched, k) for k in SCHEDULER_KEYS[sched.type]}}
     out["start_from"] = [dict(point) for point in search.start_from]
     if not out["start_from"]:
         del out["start_from"]

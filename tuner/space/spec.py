@@ -18,7 +18,8 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from optuna.distributions import (
     BaseDistribution,
@@ -156,8 +157,7 @@ class SpaceFile:
 def variant_generator(search: SearchSpec, params: Sequence[Param]) -> bool:
     """algorithm grid, a `grid:` entry (a case grid) or PBT need Tune's variant generator;
     everything else (optuna, random) is sampled by Optuna, define-by-run."""
-    return (search.algorithm == "grid" or search.scheduler.type == "pbt"
-            or any(p.grid for p in params))
+    return search.algorithm == "grid" or search.scheduler.type == "pbt" or any(p.grid for p in params)
 
 
 # ---------------------------------------------------------------------------- values
@@ -232,8 +232,9 @@ def coerce(source: str, key: str, value: Any, tp: Any) -> Any:
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     except (OverflowError, ValueError, TypeError):  # e.g. int(.inf), int(.nan)
-        raise ConfigError(f"{source}: {key}: got {short(value)}; allowed: a finite value "
-                          f"({type_name(tp)})") from None
+        raise ConfigError(
+            f"{source}: {key}: got {short(value)}; allowed: a finite value ({type_name(tp)})"
+        ) from None
 
 
 def build_config(source: str, tree: Mapping[str, Any]) -> Config:
@@ -243,12 +244,12 @@ def build_config(source: str, tree: Mapping[str, Any]) -> Config:
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     except (OverflowError, ValueError, TypeError) as exc:  # pragma: no cover - defensive
-        raise ConfigError(f"{source}: config: {exc.__class__.__name__}: {short(str(exc))}; "
-                          f"allowed: valid values") from None
+        raise ConfigError(
+            f"{source}: config: {exc.__class__.__name__}: {short(str(exc))}; allowed: valid values"
+        ) from None
 
 
-def tree_with(base: Mapping[str, Any], cases: Sequence[Case],
-              values: Mapping[str, Any]) -> dict[str, Any]:
+def tree_with(base: Mapping[str, Any], cases: Sequence[Case], values: Mapping[str, Any]) -> dict[str, Any]:
     """base + the case's settings + the searched values, as a nested plain dict."""
     tree = copy.deepcopy(dict(base))
     if CASE_KEY in values:
@@ -288,5 +289,3 @@ def get_dotted(tree: Mapping[str, Any], key: str) -> Any:
 def categorical(key: str, values: Sequence[Any]) -> CategoricalDistribution:
     """The Optuna categorical of listed (decoded) values."""
     return CategoricalDistribution([encode_value(key, v) for v in values])
-
-

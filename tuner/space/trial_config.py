@@ -6,7 +6,8 @@ written under ``space:``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from tuner.core.config import Config, ConfigError
 from tuner.core.yamlio import short
@@ -50,13 +51,17 @@ def resolve(spec: SpaceFile, sampled: Mapping[str, Any]) -> tuple[Config, dict[s
             continue
         raw = sampled.get(p.key, _MISSING)
         if raw is _MISSING or (raw is None and None not in (p.values or ())):
-            raise ConfigError(f"{source}: {p.key}: missing from the trial config; allowed: "
-                              f"a value for every searched key whose condition holds")
+            raise ConfigError(
+                f"{source}: {p.key}: missing from the trial config; allowed: "
+                f"a value for every searched key whose condition holds"
+            )
         value = decode_value(p.key, raw)
         if p.key == CASE_KEY:
             if spec.case(value) is None:
-                raise ConfigError(f"{source}: case: no case named {short(value)}; allowed: "
-                                  + ", ".join(c.name for c in spec.cases))
+                raise ConfigError(
+                    f"{source}: case: no case named {short(value)}; allowed: "
+                    + ", ".join(c.name for c in spec.cases)
+                )
         else:
             value = coerce(source, p.key, value, LEAVES[p.key])
         values[p.key] = value

@@ -56,10 +56,12 @@ def pbt_keys(spec: SpaceFile, first: Config) -> list[str]:
     """The keys worth mutating: the learning rate, the clip threshold when clipping can be on."""
     keys = ["train.lr"]
     mode = spec.param("train.clip.mode")
-    mode_can_clip = (any(v != "none" for v in mode.values or ()) if mode is not None
-                     else first.train.clip.mode != "none" or any(
-                         k == "train.clip.mode" and v != "none"
-                         for c in spec.cases for k, v in c.settings))
+    mode_can_clip = (
+        any(v != "none" for v in mode.values or ())
+        if mode is not None
+        else first.train.clip.mode != "none"
+        or any(k == "train.clip.mode" and v != "none" for c in spec.cases for k, v in c.settings)
+    )
     if spec.param("train.clip.threshold") is not None or mode_can_clip:
         keys.append("train.clip.threshold")
     return keys
@@ -81,9 +83,11 @@ def pbt_mutations(spec: SpaceFile) -> dict[str, Any]:
     for key in pbt_keys(spec, first):
         p = spec.param(key)
         if p is not None:
-            out[key] = (list(p.distribution.choices)
-                        if isinstance(p.distribution, CategoricalDistribution)
-                        else _domain(p, expand_choices=False))
+            out[key] = (
+                list(p.distribution.choices)
+                if isinstance(p.distribution, CategoricalDistribution)
+                else _domain(p, expand_choices=False)
+            )
             continue
         base = float(get_dotted(first.to_dict(), key))
         if base <= 0:  # adaptive clipping may sit at k = 0
@@ -94,8 +98,11 @@ def pbt_mutations(spec: SpaceFile) -> dict[str, Any]:
             high = min(high, 100.0)
         out[key] = tune.loguniform(base / 10, high)
     p = spec.param(CHUNKS_KEY)
-    options = ([tuple(decode_value(CHUNKS_KEY, v)) for v in p.values] if p is not None
-               else [first.train.schedule.chunks])
+    options = (
+        [tuple(decode_value(CHUNKS_KEY, v)) for v in p.values]
+        if p is not None
+        else [first.train.schedule.chunks]
+    )
     stages = max(len(chunks) for chunks in options)
     if stages > 1:
         # A jump to a later stage of the chunk schedule (longer chunks), never back.
