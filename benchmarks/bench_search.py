@@ -399,6 +399,9 @@ def _trial_overheads(exp_dir: Path) -> list[dict[str, Any]]:
 
 
 def run_search(space: Path, tmp: Path, ray_tmp: Path, k: int) -> dict[str, Any]:
+    """Arm (a): one real `python -m tuner.search`, timed phase by phase. Long on purpose: the
+    phases are read from one process's output and files in order, and splitting them would
+    scatter that timeline."""
     results = tmp / "results"
     if results.exists():
         shutil.rmtree(results)
@@ -710,6 +713,7 @@ def table(runs: list[dict[str, Any]]) -> str:
 
 
 def details(runs: list[dict[str, Any]], k: int) -> str:
+    """The per-run breakdown printed under the table; long only because it lists every measure."""
     out = [""]
     for i, r in enumerate(runs, 1):
         a, b, p = r["a"], r["b"], r["probe"]
@@ -838,6 +842,7 @@ def details(runs: list[dict[str, Any]], k: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Both arms, repeated and alternated, then the table (a linear script: long, not deep)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="K=4 tiny trials (< 1 min)")
     p.add_argument("--trials", type=int, help="K (default 6, quick 4)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 from tuner import study_dir as folders
@@ -81,11 +82,49 @@ def make_scheduler(spec: SpaceFile, steps_per_epoch: int):
     raise ConfigError(f"search.scheduler.type: got {s.type!r}")  # pragma: no cover
 
 
-def make_tuner(p: Plan, callbacks: list):
+def make_searcher(p: Plan) -> tuple[Any, dict, list[dict]]:
+    """(search algorithm, Tune param_space, start points) for a new experiment.
+
+    Optuna serves `optuna` and `random` (define-by-run, so `if:` has one implementation); Tune's
+    variant generator serves grids and PBT. Start points run once, first, in the study's first
+    experiment only (not on --extend, nor when a killed first experiment is started again after
+    Optuna already saw trials)."""
     import optuna
-    from ray import tune
     from ray.tune.search.optuna import OptunaSearch
     from tuner.space import optuna_space, start_points, tune_space
+
+    spec, search = p.spec, p.spec.search
+    points = start_points(spec) if p.experiment == "search" else []
+    if spec.uses_variant_generator:
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        # Tune ignores max_concurrent_trials when it is handed a variant generator.
+        searcher = BasicVariantGenerator(
+            random_state=p.seed, max_concurrent=search.max_concurrent, points_to_evaluate=points or None
+        )
+        return searcher, tune_space(spec), points
+    db = folders.storage(p.study_dir)  # pickled as "the study folder's optuna.db"
+    if (
+        spec.name in optuna.study.get_all_study_names(db)
+        and optuna.load_study(study_name=spec.name, storage=db).trials
+    ):
+        points = []
+    sampler = "random" if search.algorithm == "random" else search.sampler
+    searcher = OptunaSearch(
+        space=optuna_space(spec.params),
+        metric="objective",
+        mode=search.mode,
+        sampler=make_sampler(sampler, p.seed),
+        study_name=spec.name,
+        storage=db,
+        points_to_evaluate=points or None,
+    )
+    return searcher, {}, points
+
+
+def make_tuner(p: Plan, callbacks: list):
+    """A new Tune experiment for the plan, or the restored one (--resume)."""
+    from ray import tune
     from tuner.trial import run_trial
 
     spec, search = p.spec, p.spec.search
@@ -101,35 +140,7 @@ def make_tuner(p: Plan, callbacks: list):
             resume_unfinished=True,
             resume_errored=False,
         )
-    # Start points run once, first, in the study's first experiment only (not on --extend,
-    # nor when a killed first experiment is started again after Optuna already saw trials).
-    points = start_points(spec) if p.experiment == "search" else []
-    param_space: dict = {}
-    if not spec.uses_variant_generator:  # optuna, and random through Optuna's RandomSampler
-        db = folders.storage(p.study_dir)  # pickled as "the study folder's optuna.db"
-        if (
-            spec.name in optuna.study.get_all_study_names(db)
-            and optuna.load_study(study_name=spec.name, storage=db).trials
-        ):
-            points = []
-        sampler = "random" if search.algorithm == "random" else search.sampler
-        searcher = OptunaSearch(
-            space=optuna_space(spec.params),
-            metric="objective",
-            mode=search.mode,
-            sampler=make_sampler(sampler, p.seed),
-            study_name=spec.name,
-            storage=db,
-            points_to_evaluate=points or None,
-        )
-    else:
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
-        param_space = tune_space(spec)
-        # Tune ignores max_concurrent_trials when it is handed a variant generator.
-        searcher = BasicVariantGenerator(
-            random_state=p.seed, max_concurrent=search.max_concurrent, points_to_evaluate=points or None
-        )
+    searcher, param_space, points = make_searcher(p)
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     # Only the JSON results (read back for the tables) and progress.csv; no TensorBoard files.

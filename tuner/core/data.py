@@ -13,6 +13,9 @@ Conventions (see STUDY.md, "Inputs and targets"):
 - Differences ``d[t] = p[t] - p[t-1]`` with ``d[0] = 0``; the input at step ``t`` is
   ``d[t], d[t-1], ..., d[t-window+1]`` (newest first), zero before the series starts.
 - Actions: 0 = buy (position +1), 1 = sell (-1), 2 = flat (0) when ``flat_action``.
+
+Over 500 lines on purpose: the data's whole path (generate or read, check, split, targets,
+standardise, chunk inputs) in one readable module; each step is a small function.
 """
 
 from __future__ import annotations
