@@ -16,10 +16,11 @@ import optuna.distributions as od
 import pandas as pd
 import yaml
 
-from tuner.core.config import Config, ConfigError
+from tuner.core.config import STUDY_RECORD, Config, ConfigError
 from tuner.core.metrics import EPOCH_COLUMNS
 from tuner.report.heldout import Baselines, read_baselines
 from tuner.report.measures import case_column
+from tuner.results import TRIAL_COLUMNS
 
 
 class ReportError(Exception):
@@ -62,24 +63,16 @@ class StudyFiles:
         return case_column(self.trials) is not None
 
 
-_TEXT_COLUMNS = {"trial_id": str, "status": str, "case": str, "error": str, "node": str, "device": str}
-_SPACE_SECTIONS = ("name", "data", "model", "train", "space", "search", "resources")
-"""The sections of study.yaml that are the space file (the rest: command, versions, ...)."""
-
-
-_NUMERIC_TRIAL_COLUMNS = (
-    "objective",
-    "train_loss",
-    "best_train_loss",
-    "val_loss",
-    "best_val_loss",
-    "best_epoch",
-    "auc",
-    "epochs",
-    "timesteps",
-    "seconds",
-    "diverged_epoch",
-)
+_TEXT_COLUMNS = {
+    "trial_id": str,
+    "experiment": str,
+    "status": str,
+    "case": str,
+    "error": str,
+    "node": str,
+    "device": str,
+}
+_NUMERIC_TRIAL_COLUMNS = tuple(c for c in TRIAL_COLUMNS if c not in _TEXT_COLUMNS and c != "seed")
 
 
 _FALLBACK_OBJECTIVES = ("best_val_loss", "best_train_loss")
@@ -151,7 +144,7 @@ def _space_file(
 
     if not meta.get("space"):
         return {}, {}
-    doc = {k: meta[k] for k in _SPACE_SECTIONS if k in meta}
+    doc = {k: v for k, v in meta.items() if k not in STUDY_RECORD}
     try:
         spec = space_mod.space_from_dict(doc, source="study.yaml")
     except ConfigError as exc:
