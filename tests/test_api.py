@@ -164,3 +164,5 @@ def test_readme_example_runs_as_written(ray_session, tmp_path, monkeypatch, caps
     study = scope["study"]
     assert len(study.trials) == 4 and (tmp_path / "results" / "smoke" / "trials.csv").exists()
     assert "trial_id" in capsys.readouterr().out
+    # Rule: the README shows exactly this example (one copy of the text, checked, not two).
+    assert example_code() in (ROOT / "README.md").read_text()
