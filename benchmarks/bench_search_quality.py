@@ -11,7 +11,8 @@ because training loss at this scale ranks memorisation (issue 8), and 30 epochs 
 held-out loss of the good settings bottoms out around epoch 8-20 at this scale (FACTS.md), so 30
 epochs reach every setting's best while the grid (10 x 30 epochs) stays ~3 minutes of wall time;
 1 grid + 3 strategies x 3 repeats is then ~10 grid-equivalents of compute, ~30-40 minutes.
---quick: 4 series x 300 steps, window 16, 8 units, 4 epochs, 2 repeats.
+--quick: 4 series x 300 steps, window 16, 8 units, 4 epochs, 2 repeats, a reference grid of 3 cases
+(sgd, adam, adam-clip-schedule): it checks the plumbing, not the science.
 
 Every strategy runs through the real `python -m tuner.search` (a subprocess with its own local
 Ray, `--num-cpus 2 --no-dashboard --no-report`) on a space file generated from the project's own
@@ -111,10 +112,21 @@ class Scale:
     val_fraction: float = 0.2
     grace_epochs: float = 3.0
     repeats: int = 3
+    cases: tuple[str, ...] = ()
+    """The reference grid's cases (empty: all ten of seed_ablation.yaml)."""
 
 
 FULL = Scale(n_series=8, length=4000, window=128, units=64, epochs=30)
-QUICK = Scale(n_series=4, length=300, window=16, units=8, epochs=4, grace_epochs=1.0, repeats=2)
+QUICK = Scale(
+    n_series=4,
+    length=300,
+    window=16,
+    units=8,
+    epochs=4,
+    grace_epochs=1.0,
+    repeats=2,
+    cases=("sgd", "adam", "adam-clip-schedule"),
+)
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -146,6 +158,9 @@ def reference_space(scale: Scale) -> dict[str, Any]:
     """seed_ablation.yaml's ten cases, one seed, at the benchmark's scale."""
     doc = _common(_load("seed_ablation.yaml"), scale, "reference")
     doc["space"]["train.seed"] = {"grid": [0]}
+    if scale.cases:  # --quick: a smaller grid, so a smaller budget and fewer trials
+        grid = doc["space"]["case"]["grid"]
+        doc["space"]["case"]["grid"] = [c for c in grid if c["name"] in scale.cases]
     doc["search"]["time_budget_s"] = None
     return doc
 

@@ -40,7 +40,7 @@ def test_bench_search_quality_quick_writes_table_curves_and_clock(tmp_path):
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["strategy"]) == ["(a) grid", "(b) random+ASHA", "(c) TPE+ASHA", "(d) TPE+ASHA+warm"]
     ran = summary[summary["repeats"] > 0]
-    assert {"(a) grid", "(b) random+ASHA", "(c) TPE+ASHA"} <= set(ran["strategy"])
+    assert len(ran) == 4  # (d)'s warm start (search.start_from) runs too
     for col in ("reached", "to_target", "best_at_1/10", "best_at_1/3", "best_at_all", "trials", "wall_s"):
         assert ran[col].notna().all(), col
     skipped = summary[summary["repeats"] == 0]
