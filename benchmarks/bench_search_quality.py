@@ -192,9 +192,14 @@ def _spent(study_dir: Path) -> float:
 
 
 def run_study(
-    doc: dict[str, Any], work: Path, budget: float | None = None, cap_s: float = 7200.0
+    doc: dict[str, Any],
+    work: Path,
+    budget: float | None = None,
+    cap_s: float = 7200.0,
+    address: str | None = None,
 ) -> dict[str, Any]:
     """`python -m tuner.search` on `doc`; SIGINT once `budget` time steps are spent (or `cap_s`).
+    `address`: join that running Ray (its 2 CPUs) instead of starting one per study.
 
     Returns wall_s, rc, stopped (by the budget), error (the one-line message of a rejected file)."""
     space = work / "spaces" / f"{doc['name']}.yaml"
@@ -213,8 +218,7 @@ def run_study(
         str(work / "studies"),
         "--no-dashboard",
         "--no-report",
-        "--num-cpus",
-        "2",
+        *(["--address", address] if address else ["--num-cpus", "2"]),
     ]
     started, stopped = time.monotonic(), False
     try:
@@ -223,7 +227,7 @@ def run_study(
                 cmd, cwd=ROOT, env=child_env(ray_tmp), stdout=log, stderr=subprocess.STDOUT
             )
             while proc.poll() is None:
-                time.sleep(2.0)
+                time.sleep(0.5)
                 over = time.monotonic() - started > cap_s
                 if not stopped and (
                     over or (budget is not None and _spent(work / "studies" / doc["name"]) >= budget)
@@ -324,10 +328,13 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def run_all(scale: Scale, work: Path, out: Path, repeats: int) -> tuple[pd.DataFrame, dict]:
+def run_all(
+    scale: Scale, work: Path, out: Path, repeats: int, address: str | None = None
+) -> tuple[pd.DataFrame, dict]:
     """The reference, then every strategy x repeat; returns (runs, curves by strategy)."""
-    print(f"(a) reference grid: 10 cases x {scale.epochs} epochs ...", flush=True)
-    ref = run_study(reference_space(scale), work)
+    cases = len(scale.cases) or 10
+    print(f"(a) reference grid: {cases} cases x {scale.epochs} epochs ...", flush=True)
+    ref = run_study(reference_space(scale), work, address=address)
     if ref["error"]:
         raise SystemExit(f"error: the reference grid failed: {ref['error']}")
     ref_dir = work / "studies" / "reference"
@@ -349,7 +356,7 @@ def run_all(scale: Scale, work: Path, out: Path, repeats: int) -> tuple[pd.DataF
         for seed in range(repeats):
             name = f"{strategy.split()[0].strip('()')}-seed{seed}"
             doc = strategy_space(scale, sampler, warm, seed, steps_per_epoch, name)
-            result = run_study(doc, work, budget=budget, cap_s=max(600.0, 4 * ref["wall_s"]))
+            result = run_study(doc, work, budget=budget, cap_s=max(600.0, 4 * ref["wall_s"]), address=address)
             row = {"strategy": strategy, "seed": seed, **result}
             if not result["error"]:
                 curve = study_curve(work / "studies" / name, CURVE_METRIC)
@@ -380,6 +387,7 @@ def run_all(scale: Scale, work: Path, out: Path, repeats: int) -> tuple[pd.DataF
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a tiny version (a few minutes)")
+    p.add_argument("--address", help="join this running Ray (2 CPUs) instead of starting one per search")
     p.add_argument("--repeats", type=int, help="search seeds per strategy (default 3, quick 2)")
     p.add_argument(
         "--grace-epochs", type=float, help="ASHA grace period in epochs of time steps (default 3, quick 1)"
@@ -399,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     work = out / "work" if args.keep else Path(tempfile.mkdtemp(prefix="search_quality_"))
     started = time.monotonic()
     try:
-        runs, info = run_all(scale, work, out, repeats)
+        runs, info = run_all(scale, work, out, repeats, args.address)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

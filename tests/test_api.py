@@ -104,6 +104,8 @@ def test_run_search_equals_the_command_line(ray_session, tmp_path):
             "--results-dir",
             str(tmp_path / "cli"),
             *FLAGS,
+            "--address",  # the shared test Ray (starting one costs seconds), as a cluster user would
+            ray_session.get_runtime_context().gcs_address,
             fifo,
         ],
         cwd=ROOT,

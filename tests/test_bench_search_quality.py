@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.ray  # starts several local Ray instances: deselect with -m "not ray"
 
 
-def test_bench_search_quality_quick_writes_table_curves_and_clock(tmp_path):
+def test_bench_search_quality_quick_writes_table_curves_and_clock(tmp_path, ray_session):
     # Rule: --quick runs the reference grid and every strategy through python -m tuner.search and
     # writes one summary row per strategy (a skipped strategy says why), one run row per
     # strategy and seed, both plots, the ASHA clock table and the goal line.
@@ -30,6 +30,8 @@ def test_bench_search_quality_quick_writes_table_curves_and_clock(tmp_path):
             "1",
             "--out",
             str(out),
+            "--address",  # every search joins the shared test Ray instead of starting its own
+            ray_session.get_runtime_context().gcs_address,
         ],
         cwd=ROOT,
         capture_output=True,
