@@ -305,6 +305,26 @@ def test_train_eval_losses_equal_separate_evaluate(split):
             assert record["val_loss"] == pytest.approx(val_loss, rel=1e-6)
 
 
+def test_train_eval_every_k_evaluates_first_every_kth_and_last_epoch():
+    # Rule: with train.eval_every=3 over 7 epochs, epochs 1, 3, 6 and 7 are evaluated (their
+    # losses equal a separate `evaluate`, eval_time_s > 0); the others repeat the last evaluated
+    # losses and cost no evaluation; the best model is chosen among evaluated epochs only.
+    cfg = tiny(
+        **{"train.optimizer": "adam", "train.max_epochs": 7, "train.eval_every": 3, "data.val_fraction": 0.25}
+    )
+    data = prepare(cfg.data)
+    seen = []
+    result = fit(cfg, lambda r, s: seen.append((r, evaluate(s.model, data.val))), data=data)
+    evaluated = [r["epoch"] for r, _ in seen if r["eval_time_s"] > 0]
+    assert evaluated == [1, 3, 6, 7]
+    for (record, val_loss), (prev, _) in zip(seen[1:], seen[:-1]):
+        if record["epoch"] in evaluated:
+            assert record["val_loss"] == pytest.approx(val_loss, rel=1e-6)
+        else:
+            assert (record["train_loss"], record["val_loss"]) == (prev["train_loss"], prev["val_loss"])
+    assert result.best_epoch in evaluated
+
+
 def test_train_loss_comparable_across_chunk_counts_after_training():
     # Rule: with the same weights the end-of-epoch train_loss does not depend on N (it is the
     # model as it stands, not an average over the epoch's updates), while the running loss does.

@@ -447,15 +447,22 @@ def _finish_record(state: TrainingState, data: Prepared, partial: dict[str, Any]
     start = time.perf_counter()
     held_out = data.val is not None
     diverged = not math.isfinite(partial["train_loss_running"])
-    train_loss, val_loss = (
-        (math.inf, math.inf if held_out else math.nan) if diverged else evaluate_split(state.model, data)
-    )
+    tc = state.config.train
+    due = not state.records or state.epoch % tc.eval_every == 0 or state.epoch >= tc.max_epochs
+    if diverged:
+        train_loss, val_loss = math.inf, math.inf if held_out else math.nan
+    elif due:
+        train_loss, val_loss = evaluate_split(state.model, data)
+    else:  # train.eval_every: the last evaluated losses stand until the next evaluation
+        last = state.records[-1]
+        train_loss, val_loss = last["train_loss"], last["val_loss"]
     if not math.isfinite(train_loss):
         # The epoch's updates left weights whose outputs overflow: the run diverged at this
         # epoch, although the running loss (measured before those updates) may be finite.
         train_loss, val_loss = math.inf, math.inf if held_out else math.nan
     else:
-        state.track_best(val_loss if held_out else train_loss)
+        if due:
+            state.track_best(val_loss if held_out else train_loss)
         state.schedule.step(partial["train_loss_running"])
     record = {
         "epoch": state.epoch,
@@ -464,7 +471,7 @@ def _finish_record(state: TrainingState, data: Prepared, partial: dict[str, Any]
         "val_loss": val_loss,
         "best_val_loss": state.best_value if held_out else math.nan,
         "best_epoch": state.best_epoch,
-        "eval_time_s": time.perf_counter() - start,
+        "eval_time_s": time.perf_counter() - start if due else 0.0,
         "lr": state.optimizer.param_groups[0]["lr"],
         "timesteps": state.timesteps,
         "updates": state.updates,
