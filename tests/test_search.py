@@ -95,7 +95,8 @@ def test_search_optuna_asha_writes_tables_and_study(ray_session, tmp_path):
     assert set(best) == {"data", "model", "train"} and best["data"]["length"] == 200
     # Rule: best_config.yaml says (in comments) which trial it comes from: the lowest objective.
     lowest = trials.sort_values("objective", kind="stable").iloc[0]["trial_id"]
-    assert (study / "best_config.yaml").read_text().startswith(f"# best trial {lowest} (")
+    header = (study / "best_config.yaml").read_text().splitlines()[0]
+    assert header.startswith(f"# best trial {lowest} (") and "nan" not in header
     recorded = yaml.safe_load((study / "study.yaml").read_text())
     assert "tuner.search" in recorded["command"] and "ray" in recorded["versions"]
     # Rule: a study.yaml is itself a space file and a run config (its record keys are skipped).
@@ -248,6 +249,10 @@ def test_search_held_out_columns_early_stop_and_reference(ray_session, tmp_path)
     ridge = recorded["baselines"]["ridge"]
     assert math.isfinite(ridge["val"]) and ridge["alpha"] >= 0
     assert recorded["baselines"]["zero"]["train"] == pytest.approx(1.0, rel=1e-5)
+    # Rule: best_config.yaml says at which epoch the best trial's best held-out model was reached.
+    best = trials.sort_values("objective", kind="stable").iloc[0]
+    text = (study / "best_config.yaml").read_text()
+    assert f"reached at epoch {int(best['best_epoch'])};" in text.splitlines()[1]
 
 
 START = [

@@ -238,8 +238,10 @@ def best_config_header(best) -> str:
     the file stays a plain run config for `python -m tuner.train --config`)."""
 
     def num(key: str) -> float:
-        value = best.get(key)
-        return float(value) if isinstance(value, (int, float)) else math.nan
+        try:
+            return float(best.get(key))
+        except (TypeError, ValueError):
+            return math.nan
 
     lines = [f"# best trial {best['trial_id']} ({best['status']}, {num('epochs'):.0f} epochs)"]
     if math.isfinite(num("best_val_loss")) and math.isfinite(num("best_epoch")):
