@@ -111,21 +111,9 @@ def concurrent(
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
         space = Path(tmp) / "space.yaml"
         space.write_text(yaml.safe_dump(doc, sort_keys=False))
-        cmd = [
-            sys.executable,
-            "-m",
-            "tuner.search",
-            "--space",
-            str(space),
-            "--results-dir",
-            str(Path(tmp) / "results"),
-            "--num-cpus",
-            str(cpus),
-            "--num-gpus",
-            "1",
-            "--no-dashboard",
-            "--no-report",
-        ]
+        from benchmarks.bench_search import search_command
+
+        cmd = search_command(space, Path(tmp) / "results", "--num-cpus", str(cpus), "--num-gpus", "1")
         env = {key: v for key, v in os.environ.items() if key != "RAY_ADDRESS"}
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(":")
         start = time.perf_counter()

@@ -288,6 +288,13 @@ class Window:
 # ---------------------------------------------------------------- environment of the children
 
 
+def search_command(space: Path, results: Path, *flags: str) -> list[str]:
+    """`python -m tuner.search` on `space` into `results`, no dashboard or report, plus `flags`
+    (how every benchmark runs the real search)."""
+    cmd = [sys.executable, "-m", "tuner.search", "--space", str(space), "--results-dir", str(results)]
+    return [*cmd, "--no-dashboard", "--no-report", *flags]
+
+
 def child_env(ray_tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # never join a running cluster
@@ -405,19 +412,7 @@ def run_search(space: Path, tmp: Path, ray_tmp: Path, k: int) -> dict[str, Any]:
     results = tmp / "results"
     if results.exists():
         shutil.rmtree(results)
-    cmd = [
-        sys.executable,
-        "-m",
-        "tuner.search",
-        "--space",
-        str(space),
-        "--results-dir",
-        str(results),
-        "--no-dashboard",
-        "--no-report",
-        "--num-cpus",
-        str(CORES),
-    ]
+    cmd = search_command(space, results, "--num-cpus", str(CORES))
     lines: list[tuple[float, str]] = []
     proc = None
     with Window() as w:

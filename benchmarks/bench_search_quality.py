@@ -66,7 +66,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.asha_clock import clock_table, recommend  # noqa: E402
 from benchmarks.asha_clock import to_markdown as clock_markdown  # noqa: E402
-from benchmarks.bench_search import child_env  # noqa: E402
+from benchmarks.bench_search import child_env, search_command  # noqa: E402
 from benchmarks.machine import machine_line  # noqa: E402
 from tuner.report.anytime import best_at, compute_to_reach, study_curve  # noqa: E402
 from tuner.report.anytime_plot import plot_strategies  # noqa: E402
@@ -208,18 +208,8 @@ def run_study(
     log_path = work / "logs" / f"{doc['name']}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     ray_tmp = Path(tempfile.mkdtemp(prefix="sq", dir="/tmp"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "tuner.search",
-        "--space",
-        str(space),
-        "--results-dir",
-        str(work / "studies"),
-        "--no-dashboard",
-        "--no-report",
-        *(["--address", address] if address else ["--num-cpus", "2"]),
-    ]
+    flags = ["--address", address] if address else ["--num-cpus", "2"]
+    cmd = search_command(space, work / "studies", *flags)
     started, stopped = time.monotonic(), False
     try:
         with log_path.open("w") as log:

@@ -12,6 +12,10 @@ from start to end exactly once, and the state is reset at the start of the next 
 series are padded at the end and their padded steps are masked out of the loss.
 
 `fit` never imports Ray: the search wraps it through the `on_epoch` callback.
+
+Just over 500 lines on purpose: the loop, its state and checkpoint (what resume needs) and the
+end-of-epoch evaluation are one mechanism, each a short function; apart they would pass the
+training state through three modules.
 """
 
 from __future__ import annotations
