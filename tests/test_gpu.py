@@ -172,7 +172,11 @@ def test_gpu_fractions_run_four_trials_at_once(tmp_path):
     # Rule: `resources: {cpu: 0.5, gpu: 0.25}` on 2 CPUs and 1 GPU runs four trials at once
     # (their running intervals share a moment); with `train.device: auto` they fall back to the
     # CPU with a warning, and trials.csv says where each ran.
-    proc, study = search(tmp_path, "fractions", {"cpu": 0.5, "gpu": 0.25}, {"device": "auto"})
+    # 20 epochs, so each trial runs for seconds: Tune's whole-second timestamps (below) need
+    # trials longer than the 1-s margin to show the overlap reliably (2 epochs flaked).
+    proc, study = search(
+        tmp_path, "fractions", {"cpu": 0.5, "gpu": 0.25}, {"device": "auto", "max_epochs": 20}
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = pd.read_csv(study / "trials.csv", keep_default_na=False)
     assert list(trials["status"]) == ["completed"] * 4
