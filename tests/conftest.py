@@ -32,8 +32,10 @@ def tiny_config():
 @pytest.fixture(scope="session")
 def ray_session():
     """One small local Ray instance shared by every in-process search test (starting one costs
-    seconds); `tuner.search.main` reuses an initialised Ray instead of starting its own."""
+    seconds); `tuner.search.main` reuses an initialised Ray instead of starting its own, and
+    subprocess searches join it with `--address`. One logical GPU, for the GPU-scheduling tests
+    (a trial that asks for no GPU gets none, so the others do not notice it)."""
     ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

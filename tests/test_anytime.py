@@ -8,9 +8,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from pathlib import Path
 
-from tuner.report.anytime import anytime_curve, best_at, compute_to_reach, study_curve, value_column
+from tuner.report.anytime import (
+    anytime_curve,
+    best_at,
+    compute_to_reach,
+    experiment_order,
+    study_curve,
+    value_column,
+    warm_start_trials,
+)
 from tuner.report.anytime_plot import band, plot_strategies, plot_study
+from tuner.report.load import StudyFiles
+from tuner.report.markdown import warm_start_lines
 
 
 def _epochs(trial_id: str, values, steps: int = 100, seconds: float = 1.0, val=None):
@@ -131,6 +142,27 @@ def test_anytime_curve_experiments_follow_each_other_and_warm_points_flagged():
     assert list(curve["warm"]) == [True, False, False, False]
 
 
+def test_warm_points_and_experiment_order_do_not_depend_on_table_order():
+    # Rule: trials.csv is sorted best first, so an extension's trials may come first: the warm
+    # points are still the first K trials of `search` and the experiments run search,
+    # extend-1, extend-2, extend-10 (by number, not text).
+    trials = _trials(
+        ("c_00000", "extend-10"),
+        ("b_00000", "extend-2"),
+        ("a_00001", "search"),
+        ("d_00000", "extend-1"),
+        ("a_00000", "search"),
+    )
+    assert experiment_order(trials["experiment"]) == ["search", "extend-1", "extend-2", "extend-10"]
+    assert warm_start_trials(trials, 1) == ["a_00000"]
+    assert warm_start_trials(trials, 2) == ["a_00000", "a_00001"]
+    assert warm_start_trials(trials, 0) == []
+    epochs = pd.concat([_epochs(t, [0.5]) for t in trials["trial_id"]])
+    curve = anytime_curve(trials, epochs, "train_loss", warm_start=1)
+    assert list(curve["experiment"]) == ["search", "search", "extend-1", "extend-2", "extend-10"]
+    assert list(curve.loc[curve["warm"], "trial_id"]) == ["a_00000"]
+
+
 def test_anytime_creation_order_from_trial_index_not_text():
     # Rule: trials start in Tune's creation order (the numeric suffix), so a_00010 follows a_00002.
     trials = _trials(("a_00010", "search"), ("a_00002", "search"))
@@ -181,3 +213,49 @@ def test_band_median_and_range_over_repeats():
     assert list(b["median"].iloc[1:]) == [0.6, 0.6]
     assert list(b["min"].iloc[1:]) == [0.5, 0.4]
     assert list(b["max"].iloc[1:]) == [0.9, 0.7]
+
+
+def _summary_of(trials: pd.DataFrame, start_from: int, mode: str = "min") -> list[str]:
+    """The report's warm-start line for a constructed trials table (objective column)."""
+    study = StudyFiles(
+        name="s",
+        path=Path("s"),
+        trials=trials,
+        epochs=pd.DataFrame(),
+        meta={"search": {"mode": mode, "start_from": [{"train.lr": 0.01}] * start_from}},
+        space={},
+        distributions={},
+        cases={},
+        objective="objective",
+    )
+    return warm_start_lines(study)
+
+
+def _warm_table(values: dict[str, float], status: str = "completed") -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"trial_id": t, "experiment": "search", "status": status, "epochs": 10, "objective": v}
+            for t, v in values.items()
+        ]
+    )
+
+
+def test_report_states_the_best_against_the_warm_start_points():
+    # Rule: with start points, the summary gives the best trial's value, how much better it is
+    # than the best start point (relative), and every start point's value and how it ended.
+    trials = _warm_table({"a_00000": 0.80, "a_00001": 1.00, "a_00002": 0.72, "a_00003": 0.90})
+    (line,) = _summary_of(trials, start_from=2)
+    assert "the best trial `a_00002` reached 0.72, 10.0% lower than the best of them" in line
+    assert "point 1 (trial `a_00000`, completed, 10 epochs): 0.8" in line
+    assert "point 2 (trial `a_00001`, completed, 10 epochs): 1" in line
+    # Rule: when a start point stays best, the summary says the search found nothing better.
+    trials = _warm_table({"a_00000": 0.70, "a_00001": 1.00, "a_00002": 0.72})
+    (line,) = _summary_of(trials, start_from=2)
+    assert (
+        "the best trial is warm-start point 1 itself: the other 1 finished trial found nothing better" in line
+    )
+    # Rule: max mode compares the other way; no start points, no line.
+    trials = _warm_table({"a_00000": 0.5, "a_00001": 0.6})
+    (line,) = _summary_of(trials, start_from=1, mode="max")
+    assert "20.0% higher than the best of them" in line
+    assert _summary_of(trials, start_from=0) == []

@@ -2,9 +2,10 @@
 
 Ray accepts `num_gpus` for a local instance whether or not a GPU exists, and gives a trial that
 asks for one a GPU id (`CUDA_VISIBLE_DEVICES`), while this machine's torch sees no CUDA: exactly
-a misconfigured GPU node. Each search runs as the command a user types,
-`python -m tuner.search --num-cpus 2 --num-gpus 1 ...`, in its own process with its own Ray, so
-it never meets the session's shared `ray_session` instance.
+a misconfigured GPU node. Each search runs as the command a user types, in its own process:
+one with its own Ray (`python -m tuner.search --num-cpus 2 --num-gpus 1 ...`), the others joined
+with `--address` to the session's shared test Ray, which has 2 CPUs and 1 logical GPU too
+(starting a Ray costs seconds).
 """
 
 from __future__ import annotations
@@ -50,9 +51,15 @@ SPACE = {
 
 
 def search(
-    tmp_path: Path, name: str, resources: dict, train: dict | None = None, num_samples: int = 4
+    tmp_path: Path,
+    name: str,
+    resources: dict,
+    train: dict | None = None,
+    num_samples: int = 4,
+    address: str | None = None,
 ) -> tuple[subprocess.CompletedProcess, Path]:
-    """`python -m tuner.search` on a 2-CPU, 1-logical-GPU local Ray; (process, study folder)."""
+    """`python -m tuner.search` on a 2-CPU, 1-logical-GPU Ray: its own local one, or the one at
+    `address`; (process, study folder)."""
     doc = {"name": name, **SPACE, "resources": resources}
     doc["train"] = {**SPACE["train"], **(train or {})}
     doc["search"] = {**SPACE["search"], "num_samples": num_samples}
@@ -69,10 +76,7 @@ def search(
             str(space),
             "--results-dir",
             str(results),
-            "--num-cpus",
-            "2",
-            "--num-gpus",
-            "1",
+            *(["--address", address] if address else ["--num-cpus", "2", "--num-gpus", "1"]),
             "--no-dashboard",
             "--no-report",
         ],
@@ -168,14 +172,18 @@ def test_bench_gpu_without_cuda_says_so():
 
 @NO_CUDA
 @pytest.mark.ray
-def test_gpu_fractions_run_four_trials_at_once(tmp_path):
+def test_gpu_fractions_run_four_trials_at_once(tmp_path, ray_session):
     # Rule: `resources: {cpu: 0.5, gpu: 0.25}` on 2 CPUs and 1 GPU runs four trials at once
     # (their running intervals share a moment); with `train.device: auto` they fall back to the
     # CPU with a warning, and trials.csv says where each ran.
     # 20 epochs, so each trial runs for seconds: Tune's whole-second timestamps (below) need
     # trials longer than the 1-s margin to show the overlap reliably (2 epochs flaked).
     proc, study = search(
-        tmp_path, "fractions", {"cpu": 0.5, "gpu": 0.25}, {"device": "auto", "max_epochs": 20}
+        tmp_path,
+        "fractions",
+        {"cpu": 0.5, "gpu": 0.25},
+        {"device": "auto", "max_epochs": 20},
+        address=ray_session.get_runtime_context().gcs_address,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = pd.read_csv(study / "trials.csv", keep_default_na=False)
@@ -197,10 +205,11 @@ def test_gpu_fractions_run_four_trials_at_once(tmp_path):
 
 
 @pytest.mark.ray
-def test_gpu_request_larger_than_the_cluster_refused(tmp_path):
+def test_gpu_request_larger_than_the_cluster_refused(tmp_path, ray_session):
     # Rule: `resources: {gpu: 2}` on a 1-GPU cluster would wait forever: refused before the
     # search starts with what the cluster has (exit 2, one line, no study folder).
-    proc, study = search(tmp_path, "too-many", {"cpu": 1, "gpu": 2})
+    address = ray_session.get_runtime_context().gcs_address
+    proc, study = search(tmp_path, "too-many", {"cpu": 1, "gpu": 2}, address=address)
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("error: resources:"), proc.stderr

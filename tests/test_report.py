@@ -24,6 +24,8 @@ from tuner.report import claims as cl
 EPOCHS = 60
 SEEDS = (0, 1, 2)
 SCHEDULE = (100, 50, 10, 2, 1)
+# Under pytest-xdist, one worker runs this module, so its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("report")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Where users already look: MLflow runs, TensorBoard event files, optuna-dashboard.
 
 One smoke search with `--mlflow --tensorboard` (in-process, shared Ray) feeds the read-back
-tests; the resume test kills a real `python -m tuner.search` process (helpers of test_faults).
+tests. MLflow across a SIGKILL and --resume is checked by test_faults' driver-kill test.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,17 +21,10 @@ import yaml
 
 from tests.test_faults import (
     descendants,
-    finish,
-    kill_all,
     kill_procs,
-    marked,
+    mlflow_runs,
     poll,
     psutil,
-    search_cmd,
-    start,
-    tail,
-    trial_results,
-    write_space,
 )
 from tuner import results as results_mod
 from tuner import search as search_mod
@@ -40,14 +32,9 @@ from tuner.core.config import ConfigError
 from tuner.space import load_space, searched_keys, space_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
+# Under pytest-xdist, one worker runs this module, so the `tracked` search runs once.
+pytestmark = pytest.mark.xdist_group("tracking")
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"
-
-
-def mlflow_runs(study: Path, name: str):
-    """The study's runs as MLflow's own reader returns them (a DataFrame, one row per run)."""
-    mlflow = pytest.importorskip("mlflow")
-    mlflow.set_tracking_uri(f"sqlite:///{study / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=[name])
 
 
 @pytest.fixture(scope="module")
@@ -215,67 +202,6 @@ def test_tensorboard_flag_without_tensorboardx_is_one_line(tmp_path, monkeypatch
     )
     (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == 2 and line.startswith("error: --tensorboard:") and '".[tensorboard]"' in line
-
-
-@pytest.mark.ray
-def test_mlflow_driver_sigkilled_then_resume_keeps_one_run_per_trial(tmp_path):
-    # Fault: SIGKILL to `python -m tuner.search --mlflow` while its 2nd of 3 trials runs, then
-    # the same command with --resume (which must not need --mlflow again).
-    # Rule: still one MLflow run per trial; the interrupted trial's run is continued (its
-    # epochs logged once each, steps 1..max), every run FINISHED with metrics = trials.csv.
-    pytest.importorskip("mlflow")
-    from mlflow.tracking import MlflowClient
-
-    max_epochs = 12
-    space = write_space(
-        tmp_path,
-        "killmlflow",
-        {"train.seed": {"grid": [0, 1, 2]}},
-        data={"length": 3000},
-        train={"max_epochs": max_epochs, "schedule": {"chunks": [100]}},
-        search={"algorithm": "grid", "num_samples": 1, "checkpoint_every": 1},
-    )
-    results, log = tmp_path / "results", tmp_path / "search.log"
-    study = results / "killmlflow"
-    proc = start(search_cmd(space, results, "--mlflow"), log)
-    try:
-
-        def second_running():
-            runs = trial_results(study)
-            done = [k for k, rows in runs.items() if rows and rows[-1].get("finished")]
-            running = [
-                k
-                for k, rows in runs.items()
-                if rows and not rows[-1].get("finished") and rows[-1]["epoch"] >= 2
-            ]
-            return done and running
-
-        poll(second_running, 240, "trial 1 done, trial 2 at epoch 2", proc, log)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        kill_procs(marked(proc.marker))
-    finally:
-        kill_all(proc)
-    assert len(mlflow_runs(study, "killmlflow")) >= 2  # runs were open when it died
-
-    resumed = start(search_cmd(space, results, "--resume"), log)
-    try:
-        rc = finish(resumed, log, 300)
-    finally:
-        kill_all(resumed)
-    assert rc == 0, tail(log)
-    trials, epochs = results_mod.load_tables(study)
-    runs = mlflow_runs(study, "killmlflow")
-    assert len(runs) == len(trials) == 3
-    assert sorted(runs["tags.tuner.trial_id"]) == sorted(trials["trial_id"])
-    client = MlflowClient(f"sqlite:///{study / 'mlflow.db'}")
-    by_trial = runs.set_index("tags.tuner.trial_id")
-    for row in trials.to_dict("records"):
-        run = by_trial.loc[row["trial_id"]]
-        assert run["status"] == "FINISHED" and run["tags.tuner.status"] == "completed"
-        steps = [m.step for m in client.get_metric_history(run["run_id"], "train_loss")]
-        assert steps == list(range(1, max_epochs + 1)), (row["trial_id"], steps)
-        assert run["metrics.train_loss"] == pytest.approx(row["train_loss"], rel=1e-6)
 
 
 @pytest.mark.parametrize(

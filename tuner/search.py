@@ -24,7 +24,16 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help shows each flag's default and keeps the examples' line breaks."""
+    """--help shows each flag's default and keeps the examples' line breaks.
+
+    No "(default: ...)" where it says nothing: no default, an on/off flag (`--no-report` would
+    read "default: True"), or a help text that already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        switch = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)
+        if action.default is None or switch or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,8 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=True,
         help="start the Ray dashboard (local Ray only)",
     )
-    p.add_argument("--dashboard-host", default="127.0.0.1")
-    p.add_argument("--dashboard-port", type=int, default=8265)
+    p.add_argument("--dashboard-host", default="127.0.0.1", help="where the dashboard listens")
+    p.add_argument("--dashboard-port", type=int, default=8265, help="the dashboard's port")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     p.add_argument(
         "--num-gpus",

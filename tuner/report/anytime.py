@@ -20,6 +20,7 @@ but never improve the curve. Pure pandas/numpy: no Ray, no matplotlib.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,28 @@ def _trial_order(trials: pd.DataFrame) -> list[str]:
     return list(ids.iloc[np.lexsort([ids.to_numpy(), key.fillna(np.inf).to_numpy()])])
 
 
+def experiment_order(names: Iterable[str]) -> list[str]:
+    """Experiment names in the order they ran: `search`, then `extend-1`, `extend-2`, ...
+    (trials.csv is sorted best first, so its row order says nothing about it)."""
+
+    def key(name: str) -> tuple[int, str]:
+        _, _, k = name.partition("extend-")
+        return (0 if name == "search" else int(k) if k.isdigit() else 10**9, name)
+
+    return sorted(dict.fromkeys(map(str, names)), key=key)
+
+
+def warm_start_trials(trials: pd.DataFrame, warm_start: int) -> list[str]:
+    """Trial ids of the warm-start points (`search.start_from`), in order: the first
+    `warm_start` trials of the study's first experiment (an extension does not repeat them)."""
+    if warm_start <= 0 or trials.empty:
+        return []
+    if "experiment" not in trials:
+        return _trial_order(trials)[:warm_start]
+    experiment = trials["experiment"].astype(str)
+    return _trial_order(trials[experiment == experiment_order(experiment)[0]])[:warm_start]
+
+
 def anytime_curve(
     trials: pd.DataFrame,
     epochs: pd.DataFrame,
@@ -116,7 +139,8 @@ def anytime_curve(
     column = value_column(metric)
     if "experiment" not in trials:
         trials = trials.assign(experiment="search")  # tables written before experiments existed
-    experiments = list(dict.fromkeys(trials["experiment"].astype(str)))
+    experiments = experiment_order(trials["experiment"])
+    warm = set(warm_start_trials(trials, warm_start))
     frames = []
     for experiment in experiments:
         members = trials[trials["experiment"].astype(str) == experiment]
@@ -132,8 +156,7 @@ def anytime_curve(
         part["_ended"], part["_rank"] = ended, part["trial_id"].map(rank)
         part["_dt"], part["_ds"] = _increments(part, TIMESTEPS), _increments(part, SECONDS)
         part = part.sort_values(["_ended", "_rank", "epoch"], kind="stable")
-        first = order[:warm_start] if experiment == experiments[0] else []
-        part["warm"] = part["trial_id"].isin(first)
+        part["warm"] = part["trial_id"].isin(warm)
         part["experiment"] = experiment
         frames.append(part)
     if not frames:

@@ -24,6 +24,7 @@ from tuner.report.claims import (
     readings,
     verdict_lower,
 )
+from tuner.report.anytime import study_settings, warm_start_trials
 from tuner.report.heldout import TRAIN, VAL, against, data_lines
 from tuner.report.load import StudyFiles, mapping
 from tuner.report.measures import (
@@ -129,6 +130,47 @@ def _baseline_lines(study: StudyFiles, ranking: pd.DataFrame) -> list[str]:
             )
         lines.append(line)
     return lines
+
+
+def warm_start_lines(study: StudyFiles) -> list[str]:
+    """How the best trial compares with the warm-start points (`search.start_from`, e.g. the
+    article's best setting): a search earns its compute only by beating what was known."""
+    settings = study_settings(study.meta)
+    warm = warm_start_trials(study.trials, settings["warm_start"])
+    if not warm:
+        return []
+    trials = finished(study.trials).assign(trial_id=lambda t: t["trial_id"].astype(str))
+    values = pd.to_numeric(trials.set_index("trial_id")[study.objective], errors="coerce")
+    values = values.where(np.isfinite(values))
+    if values.dropna().empty:
+        return []
+    best_id = values.idxmin() if settings["mode"] == "min" else values.idxmax()
+
+    def point(i: int, trial_id: str) -> str:
+        row = trials[trials["trial_id"] == trial_id]
+        if row.empty:
+            return f"point {i} (trial `{trial_id}`): not finished"
+        status, epochs = row["status"].iloc[0], row["epochs"].iloc[0]
+        ended = f"{status}, {int(epochs)} epochs" if pd.notna(epochs) else str(status)
+        return f"point {i} (trial `{trial_id}`, {ended}): {fmt(values.get(trial_id, math.nan))}"
+
+    points = "; ".join(point(i, t) for i, t in enumerate(warm, 1))
+    label = "- **Against the warm-start points** (`search.start_from`):"
+    if best_id in warm:
+        others = len(values) - len(warm)
+        return [
+            f"{label} the best trial is warm-start point {warm.index(best_id) + 1} itself: "
+            f"the other {others} finished trial{'s' if others != 1 else ''} found nothing "
+            f"better ({points})."
+        ]
+    known = values.reindex(warm).dropna()
+    best = f"{label} the best trial `{best_id}` reached {fmt(values[best_id])}"
+    if known.empty:
+        return [f"{best}; no warm-start point has a finite value ({points})."]
+    ref = known.min() if settings["mode"] == "min" else known.max()
+    rel = abs(values[best_id] - ref) / abs(ref) if ref else math.nan
+    word = "lower" if settings["mode"] == "min" else "higher"
+    return [f"{best}, {rel:.1%} {word} than the best of them ({points})."]
 
 
 def _tally(verdicts: pd.Series) -> str:
@@ -249,7 +291,7 @@ def summary_section(
         "before trusting small margins"
     )
     lines.append(f"- **Best setting:** {what}{config}: {study.objective} **{fmt(best['mean'])}** ({spread}).")
-    lines += _baseline_lines(study, ranking)
+    lines += _baseline_lines(study, ranking) + warm_start_lines(study)
     lines.append(
         f"- **Diverged:** {counts.diverged_share()}"
         + (f"; {counts.errors} errored" if counts.errors else "")
