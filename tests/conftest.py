@@ -39,3 +39,14 @@ def ray_session():
     ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def _starts_ray(item: pytest.Item) -> bool:
+    return item.get_closest_marker("ray") is not None or "ray_session" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that run searches first, unit tests after (a stable sort: files keep their order
+    otherwise). Under pytest-xdist the long tests then start early and the many short ones
+    fill both workers at the end, instead of one long test running alone at the end."""
+    items.sort(key=lambda item: not _starts_ray(item))

@@ -91,8 +91,9 @@ def test_run_search_equals_the_command_line(ray_session, tmp_path):
     # Rule: the API does what the CLI does: for the same smoke study (same seed), the same
     # trials.csv/epochs.csv columns, the same number of trials and epochs, the same searched
     # values and the same losses; it returns those tables, the best config and the paths of the
-    # study's files. (FIFO: which trials ASHA stops depends on timing.)
-    fifo = "search.scheduler={type: fifo}"
+    # study's files. (FIFO: which trials ASHA stops depends on timing; one trial at a time:
+    # a second trial process costs more CPU than these tiny trials.)
+    overrides = ["search.scheduler={type: fifo}", "search.max_concurrent=1"]
     cli = subprocess.run(
         [
             sys.executable,
@@ -106,7 +107,7 @@ def test_run_search_equals_the_command_line(ray_session, tmp_path):
             *FLAGS,
             "--address",  # the shared test Ray (starting one costs seconds), as a cluster user would
             ray_session.get_runtime_context().gcs_address,
-            fifo,
+            *overrides,
         ],
         cwd=ROOT,
         capture_output=True,
@@ -117,7 +118,7 @@ def test_run_search_equals_the_command_line(ray_session, tmp_path):
     from_cli = tuner.load_study(tmp_path / "cli" / "smoke")
 
     study = tuner.run_search(
-        SMOKE, results_dir=tmp_path / "api", smoke=True, dashboard=False, report=False, overrides=[fifo]
+        SMOKE, results_dir=tmp_path / "api", smoke=True, dashboard=False, report=False, overrides=overrides
     )
     assert isinstance(study, tuner.Study) and study.dir == (tmp_path / "api" / "smoke")
     assert study.finished and study.why == from_cli.why

@@ -30,7 +30,9 @@ def write_space(
         "model": MODEL,
         "train": {"max_epochs": 4, **(train or {})},
         "space": space,
-        "search": {"max_concurrent": 2, "checkpoint_every": 2, "max_failures": 0, **search_section},
+        # One trial at a time unless a test needs two: each concurrent trial is one more Ray
+        # actor process to start (~3.5 CPU-s, mostly importing torch), the suite's main cost.
+        "search": {"max_concurrent": 1, "checkpoint_every": 2, "max_failures": 0, **search_section},
         "resources": {"cpu": 1, "gpu": 0},
     }
     path = tmp_path / f"{name}.yaml"
@@ -182,6 +184,7 @@ def test_search_pbt_runs_with_checkpoints(ray_session, tmp_path):
         {
             "algorithm": "random",
             "num_samples": 3,
+            "max_concurrent": 2,  # a population trains side by side
             "checkpoint_every": 1,
             "scheduler": {"type": "pbt", "time_attr": "training_iteration", "perturbation_interval": 2},
         },
