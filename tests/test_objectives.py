@@ -125,3 +125,17 @@ def test_objectives_import_no_report_layer():
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_tables_keep_wall_time_to_the_millisecond_and_losses_to_9_digits(tmp_path):
+    # Rule: CSVs round floats to 9 significant digits (enough for float32 losses), but a Unix
+    # time (1.8e9 s) would then lose everything below 10 s: `wall_time` keeps milliseconds, and a
+    # missing one stays empty.
+    import pandas as pd
+
+    frame = pd.DataFrame({"loss": [0.123456789123, 2.0], "wall_time": [1796219377.2339985, float("nan")]})
+    results.atomic_write_csv(tmp_path / "epochs.csv", frame)
+    back = pd.read_csv(tmp_path / "epochs.csv")
+    assert back["wall_time"].iloc[0] == pytest.approx(1796219377.234, abs=1e-6)
+    assert math.isnan(back["wall_time"].iloc[1])
+    assert back["loss"].iloc[0] == 0.123456789

@@ -68,7 +68,10 @@ scheduler (ASHA, ...) or by the run's own train.early_stopping."""
 
 
 def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
-    """CSV with floats to 9 significant digits (float32 losses need no more; halves the size)."""
+    """CSV with floats to 9 significant digits (float32 losses need no more; halves the size),
+    except Unix times (`wall_time`), which keep milliseconds."""
+    if "wall_time" in frame:
+        frame = frame.assign(wall_time=frame["wall_time"].map(lambda t: f"{t:.3f}" if pd.notna(t) else ""))
     atomic_write_text(path, frame.to_csv(index=False, float_format="%.9g"))
 
 

@@ -36,6 +36,7 @@ EPOCH_COLUMNS = (
     "timesteps",
     "updates",
     "train_time_s",
+    "wall_time",
 )
 """The per-epoch record, in column order. The three losses (masked MSE, standardised units):
 
@@ -51,7 +52,9 @@ EPOCH_COLUMNS = (
 `val_loss` (lowest `train_loss` without a hold-out), where a new best must beat the old by more
 than `train.early_stopping.min_delta` (0 by default, then it is simply the lowest).
 `eval_time_s` is the time of the end-of-epoch evaluation, not counted in `epoch_time_s` or the
-cumulative `train_time_s`; `timesteps`, `updates`, `train_time_s` are cumulative."""
+cumulative `train_time_s`; `timesteps`, `updates`, `train_time_s` are cumulative. `wall_time`:
+Unix time at the epoch's end (evaluation included), which puts the epochs of concurrent trials
+in the order they ended (the report's anytime curve)."""
 
 
 def losses_array(values: Iterable[float]) -> np.ndarray:

@@ -480,6 +480,7 @@ def _finish_record(state: TrainingState, data: Prepared, partial: dict[str, Any]
         "timesteps": state.timesteps,
         "updates": state.updates,
         "train_time_s": state.train_time_s,
+        "wall_time": time.time(),
     }
     return {k: record[k] for k in EPOCH_COLUMNS}
 

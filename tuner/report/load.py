@@ -82,8 +82,14 @@ _FALLBACK_OBJECTIVES = ("best_val_loss", "best_train_loss")
 _LOSS_COLUMNS = ("train_loss_running", "train_loss", "val_loss")
 
 
+#: Columns a report does without, unannounced: without `wall_time` (studies written before it)
+#: the anytime curve replays the order in which epochs ended.
+_OPTIONAL_COLUMNS = ("wall_time",)
+
+
 def _fill_missing(epochs: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     """Add every EPOCH_COLUMNS column epochs.csv lacks (empty), with one note naming them."""
+    epochs = epochs.assign(**{c: float("nan") for c in _OPTIONAL_COLUMNS if c not in epochs.columns})
     missing = [c for c in EPOCH_COLUMNS if c not in epochs.columns]
     if not missing:
         return epochs
