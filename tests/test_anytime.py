@@ -122,11 +122,11 @@ def test_anytime_curve_held_out_metric_and_max_mode():
 
 
 def test_anytime_curve_experiments_follow_each_other_and_warm_points_flagged():
-    # Rule: an extension's curve starts where the search ended and keeps its best; only the first
-    # K trials of the first experiment are warm-start points (an extension does not redo them).
+    # Rule: an extension's curve starts where the search ended and keeps its best; the warm
+    # points are trials of the first experiment (an extension does not redo them).
     trials = _trials(
         ("a_00000", "search"), ("a_00001", "search"), ("b_00000", "extend-1"), ("b_00001", "extend-1")
-    )
+    ).assign(**{"train.lr": [0.01, 0.02, 0.01, 0.03]})
     epochs = pd.concat(
         [
             _epochs("a_00000", [0.5]),
@@ -135,7 +135,7 @@ def test_anytime_curve_experiments_follow_each_other_and_warm_points_flagged():
             _epochs("b_00001", [0.4]),
         ]
     )
-    curve = anytime_curve(trials, epochs, "train_loss", slots=2, warm_start=1)
+    curve = anytime_curve(trials, epochs, "train_loss", slots=2, start_from=[{"train.lr": 0.01}])
     assert list(curve["experiment"]) == ["search", "search", "extend-1", "extend-1"]
     assert list(curve["timesteps"]) == [100, 200, 300, 400]
     assert list(curve["best"]) == [0.5, 0.5, 0.5, 0.4]
@@ -143,24 +143,41 @@ def test_anytime_curve_experiments_follow_each_other_and_warm_points_flagged():
 
 
 def test_warm_points_and_experiment_order_do_not_depend_on_table_order():
-    # Rule: trials.csv is sorted best first, so an extension's trials may come first: the warm
-    # points are still the first K trials of `search` and the experiments run search,
-    # extend-1, extend-2, extend-10 (by number, not text).
+    # Rule: trials.csv is sorted best first, so an extension's trials may come first: the
+    # experiments still run search, extend-1, extend-2, extend-10 (by number, not text), and the
+    # warm points are the `search` trials with the points' values, in the points' order (an
+    # extension's trial with the same values is not one).
     trials = _trials(
         ("c_00000", "extend-10"),
         ("b_00000", "extend-2"),
         ("a_00001", "search"),
         ("d_00000", "extend-1"),
         ("a_00000", "search"),
-    )
+    ).assign(**{"train.lr": [0.01, 0.02, 0.02, 0.01, 0.01], "train.schedule.chunks": ["1"] * 5})
     assert experiment_order(trials["experiment"]) == ["search", "extend-1", "extend-2", "extend-10"]
-    assert warm_start_trials(trials, 1) == ["a_00000"]
-    assert warm_start_trials(trials, 2) == ["a_00000", "a_00001"]
-    assert warm_start_trials(trials, 0) == []
+    p1, p2 = {"train.lr": 0.01, "train.schedule.chunks": [1]}, {"train.lr": 0.02}
+    assert warm_start_trials(trials, [p1]) == ["a_00000"]
+    assert warm_start_trials(trials, [p2, p1]) == ["a_00001", "a_00000"]
+    assert warm_start_trials(trials, [{"train.lr": 0.05}]) == []
+    assert warm_start_trials(trials, []) == []
     epochs = pd.concat([_epochs(t, [0.5]) for t in trials["trial_id"]])
-    curve = anytime_curve(trials, epochs, "train_loss", warm_start=1)
+    curve = anytime_curve(trials, epochs, "train_loss", start_from=[p1])
     assert list(curve["experiment"]) == ["search", "search", "extend-1", "extend-2", "extend-10"]
     assert list(curve.loc[curve["warm"], "trial_id"]) == ["a_00000"]
+
+
+def test_trial_order_from_started_when_ids_are_random():
+    # Rule: a searcher's trial ids are random hex: trials.csv's `started` gives the order they
+    # began in (the replay's order, and the earlier of two trials with a point's values);
+    # without it, the id's index or text.
+    trials = _trials(("f00d", "search"), ("0abc", "search"), ("beef", "search")).assign(
+        started=[100.0, 300.0, 200.0], **{"train.lr": [0.01, 0.02, 0.02]}
+    )
+    assert warm_start_trials(trials, [{"train.lr": 0.02}]) == ["beef"]
+    epochs = pd.concat([_epochs(t, [0.5]) for t in trials["trial_id"]])
+    curve = anytime_curve(trials, epochs, "train_loss", slots=1)
+    assert list(curve["trial_id"]) == ["f00d", "beef", "0abc"]
+    assert warm_start_trials(trials.drop(columns="started"), [{"train.lr": 0.02}]) == ["0abc"]
 
 
 def test_anytime_creation_order_from_trial_index_not_text():
@@ -172,9 +189,11 @@ def test_anytime_creation_order_from_trial_index_not_text():
 
 
 def test_study_curve_and_plots_from_files(tmp_path):
-    # Rule: a study folder's files alone give the curve (objective, slots and warm-start count
+    # Rule: a study folder's files alone give the curve (objective, slots and warm-start points
     # from study.yaml) and both plots are written.
-    trials = _trials(("a_00000", "search"), ("a_00001", "search"))
+    trials = _trials(("a_00000", "search"), ("a_00001", "search")).assign(
+        **{"train.optimizer": ["adam", "sgd"]}
+    )
     epochs = pd.concat(
         [_epochs("a_00000", [1.0, 0.8], val=[0.9, 0.85]), _epochs("a_00001", [0.7, 0.6], val=[0.95, 0.8])]
     )
@@ -215,14 +234,14 @@ def test_band_median_and_range_over_repeats():
     assert list(b["max"].iloc[1:]) == [0.9, 0.7]
 
 
-def _summary_of(trials: pd.DataFrame, start_from: int, mode: str = "min") -> list[str]:
+def _summary_of(trials: pd.DataFrame, start_from: list[dict], mode: str = "min") -> list[str]:
     """The report's warm-start line for a constructed trials table (objective column)."""
     study = StudyFiles(
         name="s",
         path=Path("s"),
         trials=trials,
         epochs=pd.DataFrame(),
-        meta={"search": {"mode": mode, "start_from": [{"train.lr": 0.01}] * start_from}},
+        meta={"search": {"mode": mode, "start_from": start_from}},
         space={},
         distributions={},
         cases={},
@@ -231,31 +250,42 @@ def _summary_of(trials: pd.DataFrame, start_from: int, mode: str = "min") -> lis
     return warm_start_lines(study)
 
 
-def _warm_table(values: dict[str, float], status: str = "completed") -> pd.DataFrame:
+def _warm_table(values: dict[str, float]) -> pd.DataFrame:
+    """Trials a_0000i with train.lr = i / 100 and the given objective values."""
     return pd.DataFrame(
         [
-            {"trial_id": t, "experiment": "search", "status": status, "epochs": 10, "objective": v}
-            for t, v in values.items()
+            {
+                "trial_id": t,
+                "experiment": "search",
+                "status": "completed",
+                "epochs": 10,
+                "objective": v,
+                "train.lr": i / 100,
+            }
+            for i, (t, v) in enumerate(values.items())
         ]
     )
+
+
+POINTS = [{"train.lr": 0.0}, {"train.lr": 0.01}]  # the values of a_00000 and a_00001
 
 
 def test_report_states_the_best_against_the_warm_start_points():
     # Rule: with start points, the summary gives the best trial's value, how much better it is
     # than the best start point (relative), and every start point's value and how it ended.
     trials = _warm_table({"a_00000": 0.80, "a_00001": 1.00, "a_00002": 0.72, "a_00003": 0.90})
-    (line,) = _summary_of(trials, start_from=2)
+    (line,) = _summary_of(trials, POINTS)
     assert "the best trial `a_00002` reached 0.72, 10.0% lower than the best of them" in line
     assert "point 1 (trial `a_00000`, completed, 10 epochs): 0.8" in line
     assert "point 2 (trial `a_00001`, completed, 10 epochs): 1" in line
     # Rule: when a start point stays best, the summary says the search found nothing better.
     trials = _warm_table({"a_00000": 0.70, "a_00001": 1.00, "a_00002": 0.72})
-    (line,) = _summary_of(trials, start_from=2)
+    (line,) = _summary_of(trials, POINTS)
     assert (
         "the best trial is warm-start point 1 itself: the other 1 finished trial found nothing better" in line
     )
     # Rule: max mode compares the other way; no start points, no line.
     trials = _warm_table({"a_00000": 0.5, "a_00001": 0.6})
-    (line,) = _summary_of(trials, start_from=1, mode="max")
+    (line,) = _summary_of(trials, POINTS[:1], mode="max")
     assert "20.0% higher than the best of them" in line
-    assert _summary_of(trials, start_from=0) == []
+    assert _summary_of(trials, []) == []

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tuner import search
+from tuner.report.anytime import warm_start_trials
 from tuner.results import TRIAL_COLUMNS, load_tables
 from tuner.core.train import EPOCH_COLUMNS
 
@@ -300,6 +301,10 @@ def test_search_start_from_runs_first_in_order_and_once(ray_session, tmp_path, a
     study = tmp_path / "results" / "t"
     trials = load_tables(study)[0]
     assert len(trials) == len(START) + (2 * 2 * 2 if algorithm == "grid" else 1)
+    # The report finds the points' trials by their values (anytime plot, summary).
+    by_id = trials.set_index("trial_id")
+    warm = warm_start_trials(trials, START)
+    assert all(_is_point(by_id.loc[t], point) for t, point in zip(warm, START, strict=True)), warm
     if algorithm == "grid":
         first = _in_order(trials).iloc[: len(START)]
         assert all(_is_point(row, point) for (_, row), point in zip(first.iterrows(), START))

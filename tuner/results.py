@@ -53,6 +53,7 @@ TRIAL_COLUMNS = (
     "epochs",
     "timesteps",
     "seconds",
+    "started",
     "diverged_epoch",
     "node",
     "device",
@@ -63,7 +64,9 @@ TRIAL_COLUMNS = (
 lowest train_loss, `best_val_loss` the best epoch's held-out loss, `best_epoch` the epoch of the
 best model (lowest val_loss, else lowest train_loss), `auc` the mean train_loss. `node`: the IP
 of the Ray node the trial ran on; `device`: `cpu` or e.g. `cuda:0 (NVIDIA H200)` (empty when a
-trial failed before its first epoch). `status` `early_stopped`: ended before max_epochs by the
+trial failed before its first epoch). `started`: Unix time the trial began (its first result's
+time minus Tune's `time_total_s`), the order trials were handed out in: a searcher's trial ids
+are random, so they do not say it. `status` `early_stopped`: ended before max_epochs by the
 scheduler (ASHA, ...) or by the run's own train.early_stopping."""
 
 
@@ -180,6 +183,18 @@ def _held_out(last: dict[str, Any] | None, losses: np.ndarray, vals: np.ndarray)
     return {"val_loss": metrics.final_loss(vals), "best_val_loss": float(best)}
 
 
+def _started(results: list[dict[str, Any]]) -> float:
+    """When the trial began: its first result's time (`wall_time`, else Tune's whole-second
+    `timestamp`) minus the trainable's running time then; NaN without a result."""
+    if not results:
+        return math.nan
+    first = results[0]
+    when = first.get("wall_time", first.get("timestamp"))
+    if not isinstance(when, (int, float)):
+        return math.nan
+    return float(when) - float(first.get("time_total_s") or 0.0)
+
+
 def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, epochs) from trial logs: one row per trial, one per trial and epoch.
 
@@ -215,6 +230,7 @@ def tables(logs: Iterable[TrialLog], searched: list[str]) -> tuple[pd.DataFrame,
             epochs=int(epochs["epoch"].max()) if len(epochs) else 0,
             timesteps=int(last["timesteps"]) if last else 0,
             seconds=float(last["train_time_s"]) if last else 0.0,
+            started=_started(log.results),
             diverged_epoch=int(last["epoch"]) if last and last.get("diverged") else None,
             node=last.get("node", "") if last else "",
             device=last.get("device", "") if last else "",

@@ -20,7 +20,7 @@ but never improve the curve. Pure pandas/numpy: no Ray, no matplotlib.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +90,17 @@ def _replayed_end_times(epochs: pd.DataFrame, order: list[str], slots: int) -> p
 
 
 def _trial_order(trials: pd.DataFrame) -> list[str]:
-    # Tune's trial ids are `<run prefix>_<5-digit index>`: the index is the creation order.
+    """Trial ids in the order the trials began: by trials.csv's `started` where every trial
+    has one, else by Tune's `<prefix>_<5-digit index>` ids (grids, PBT; a searcher's ids are
+    random hex, and tables written before `started` existed fall back to text order)."""
     ids = trials["trial_id"].astype(str)
-    index = ids.str.rsplit("_", n=1).str[-1]
-    key = pd.to_numeric(index, errors="coerce")
-    return list(ids.iloc[np.lexsort([ids.to_numpy(), key.fillna(np.inf).to_numpy()])])
+    index = pd.to_numeric(ids.str.rsplit("_", n=1).str[-1], errors="coerce").fillna(np.inf)
+    started = pd.to_numeric(trials["started"], errors="coerce") if "started" in trials else None
+    if started is not None and started.notna().all():
+        keys = [ids.to_numpy(), index.to_numpy(), started.to_numpy()]
+    else:
+        keys = [ids.to_numpy(), index.to_numpy()]
+    return list(ids.iloc[np.lexsort(keys)])
 
 
 def experiment_order(names: Iterable[str]) -> list[str]:
@@ -108,15 +114,39 @@ def experiment_order(names: Iterable[str]) -> list[str]:
     return sorted(dict.fromkeys(map(str, names)), key=key)
 
 
-def warm_start_trials(trials: pd.DataFrame, warm_start: int) -> list[str]:
-    """Trial ids of the warm-start points (`search.start_from`), in order: the first
-    `warm_start` trials of the study's first experiment (an extension does not repeat them)."""
-    if warm_start <= 0 or trials.empty:
+def _same(cell: Any, want: Any) -> bool:
+    """A trials.csv cell holds a start point's value (chunk lists are written "100,50,1";
+    numbers to 9 significant digits)."""
+    if isinstance(want, (list, tuple)):
+        want = ",".join(map(str, want))
+    if isinstance(want, (int, float)) and not isinstance(want, bool):
+        try:
+            return math.isclose(float(cell), float(want), rel_tol=1e-6)
+        except (TypeError, ValueError):
+            return False
+    return str(cell).replace(" ", "").lower() == str(want).replace(" ", "").lower()
+
+
+def warm_start_trials(trials: pd.DataFrame, start_from: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Trial ids of the warm-start points (`search.start_from`), in the points' order: for each
+    point, the first experiment's trial whose searched values equal the point's (the earliest
+    `started` if two do; an extension does not evaluate the points again). Matched by value,
+    not by position: Tune may run a later suggestion before a point, and a searcher's trial ids
+    are random. A point no trial matches is left out."""
+    if not start_from or trials.empty:
         return []
-    if "experiment" not in trials:
-        return _trial_order(trials)[:warm_start]
-    experiment = trials["experiment"].astype(str)
-    return _trial_order(trials[experiment == experiment_order(experiment)[0]])[:warm_start]
+    if "experiment" in trials:
+        experiment = trials["experiment"].astype(str)
+        trials = trials[experiment == experiment_order(experiment)[0]]
+    rows = trials.set_index(trials["trial_id"].astype(str)).loc[_trial_order(trials)]
+    found: list[str] = []
+    for point in start_from:
+        keys = [k for k in point if k in rows.columns]
+        match = rows.index[[all(_same(row[k], point[k]) for k in keys) for _, row in rows.iterrows()]]
+        free = [t for t in match if t not in found]
+        if keys and free:
+            found.append(free[0])
+    return found
 
 
 def anytime_curve(
@@ -125,22 +155,22 @@ def anytime_curve(
     metric: str = "val_loss",
     mode: str = "min",
     slots: int = 1,
-    warm_start: int = 0,
+    start_from: Sequence[Mapping[str, Any]] = (),
 ) -> pd.DataFrame:
     """One row per (trial, epoch) in the order epochs ended, with the best value so far.
 
     Columns: experiment, trial_id, epoch, timesteps and seconds (cumulative over the study),
     value (the epoch's objective value), best (best finite value so far, NaN before the first),
-    warm (the row belongs to one of the first `warm_start` trials of the first experiment, the
-    warm-start points, which an extension does not evaluate again), improved (this row set a new
-    best). `slots`: concurrent trials, used only when epochs have no `wall_time` column."""
+    warm (the row belongs to a trial of a warm-start point, see `warm_start_trials`), improved
+    (this row set a new best). `slots`: concurrent trials, used only when epochs have no
+    `wall_time` column."""
     if mode not in ("min", "max"):
         raise ValueError(f"mode {mode!r}; allowed: min, max")
     column = value_column(metric)
     if "experiment" not in trials:
         trials = trials.assign(experiment="search")  # tables written before experiments existed
     experiments = experiment_order(trials["experiment"])
-    warm = set(warm_start_trials(trials, warm_start))
+    warm = set(warm_start_trials(trials, start_from))
     frames = []
     for experiment in experiments:
         members = trials[trials["experiment"].astype(str) == experiment]
@@ -210,7 +240,7 @@ def compute_to_reach(
 
 
 def study_settings(meta: dict[str, Any]) -> dict[str, Any]:
-    """(metric, mode, slots, warm_start) of a study from its study.yaml document (defaults when
+    """(metric, mode, slots, start_from) of a study from its study.yaml document (defaults when
     absent); an objective with no per-epoch value (auc, time_to_target) falls back to the
     training loss."""
     search = (meta or {}).get("search") or {}
@@ -219,7 +249,7 @@ def study_settings(meta: dict[str, Any]) -> dict[str, Any]:
         "metric": metric if metric in EPOCH_VALUE else TRAIN_LOSS,
         "mode": search.get("mode", "min"),
         "slots": int(search.get("max_concurrent") or 1),
-        "warm_start": len(search.get("start_from") or []),
+        "start_from": list(search.get("start_from") or []),
     }
 
 
@@ -237,5 +267,5 @@ def study_curve(study_dir: str | Path, metric: str | None = None) -> pd.DataFram
         metric or settings["metric"],
         settings["mode"],
         settings["slots"],
-        settings["warm_start"],
+        settings["start_from"],
     )

@@ -266,7 +266,7 @@ def anytime_section(study: StudyFiles, plots: Path) -> list[str]:
         settings["metric"],
         settings["mode"],
         settings["slots"],
-        settings["warm_start"],
+        settings["start_from"],
     )
     if curve["best"].notna().sum() == 0:
         return [H_ANYTIME, "", f"No finite {settings['metric']} was recorded.", ""]

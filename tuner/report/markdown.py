@@ -136,7 +136,7 @@ def warm_start_lines(study: StudyFiles) -> list[str]:
     """How the best trial compares with the warm-start points (`search.start_from`, e.g. the
     article's best setting): a search earns its compute only by beating what was known."""
     settings = study_settings(study.meta)
-    warm = warm_start_trials(study.trials, settings["warm_start"])
+    warm = warm_start_trials(study.trials, settings["start_from"])
     if not warm:
         return []
     trials = finished(study.trials).assign(trial_id=lambda t: t["trial_id"].astype(str))
