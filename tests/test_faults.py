@@ -514,7 +514,8 @@ MIXED_SEED = 1
 
 @pytest.fixture(scope="module")
 def mixed_study(tmp_path_factory, ray_session):
-    """One Optuna search (in-process, on the shared local Ray) of 3 trials, one per case:
+    """One Optuna search (in-process, on the shared local Ray) of 3 trials, one per case, one at
+    a time (BASE's max_concurrent):
 
     file: reads a CSV of prices that the driver validated and the test then deleted (before any
     trial started), so the trial raises ConfigError inside its worker; gen: generated data,
@@ -540,7 +541,6 @@ def mixed_study(tmp_path_factory, ray_session):
             "sampler": "random",
             "seed": MIXED_SEED,
             "num_samples": 3,
-            "max_concurrent": 2,
         },
     )
     results = tmp / "results"
