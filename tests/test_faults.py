@@ -316,7 +316,7 @@ def mlflow_runs(study: Path, name: str) -> pd.DataFrame:
 
 
 @pytest.mark.ray
-def test_driver_sigkilled_then_resume_keeps_finished_trials_and_one_mlflow_run_each(tmp_path):
+def test_driver_sigkilled_then_resume_keeps_finished_trials_and_one_mlflow_run_each(tmp_path, ray_session):
     # Fault: SIGKILL to `python -m tuner.search --mlflow` (its own local Ray, as a user runs
     # it) while its 2nd of 3 trials runs (the 1st has finished); then the same command with
     # --resume (which must not need --mlflow again).
@@ -326,7 +326,8 @@ def test_driver_sigkilled_then_resume_keeps_finished_trials_and_one_mlflow_run_e
     # still one run per trial, the interrupted trial's run continued (its epochs logged once
     # each, steps 1..max), every run FINISHED with metrics = trials.csv.
     # One test for both (the MLflow logging rides on the same kill): a second SIGKILL test
-    # would cost another ~35 s of the suite for the same fault.
+    # would cost another ~35 s of the suite for the same fault. The resume joins the shared
+    # test Ray (which Ray resumes does not matter to these rules; starting one costs seconds).
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
@@ -367,7 +368,8 @@ def test_driver_sigkilled_then_resume_keeps_finished_trials_and_one_mlflow_run_e
     assert (study / "trials.csv").exists()  # the live tables were being written
     assert len(mlflow_runs(study, "killdriver")) >= 2  # runs were open when it died
 
-    resumed = start(search_cmd(space, results, "--resume"), log)
+    address = ray_session.get_runtime_context().gcs_address
+    resumed = start(search_cmd(space, results, "--resume", "--address", address), log)
     try:
         rc = finish(resumed, log, 300)
     finally:
