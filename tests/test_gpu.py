@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+from tests.test_faults import search_cmd
 from tuner.core.config import ConfigError
 from tuner.core.train import resolve_device
 from tuner.results import read_logs
@@ -67,19 +68,9 @@ def search(
     space.write_text(yaml.safe_dump(doc, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     results = tmp_path / "results"
+    ray_flags = ["--address", address] if address else ["--num-cpus", "2", "--num-gpus", "1"]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tuner.search",
-            "--space",
-            str(space),
-            "--results-dir",
-            str(results),
-            *(["--address", address] if address else ["--num-cpus", "2", "--num-gpus", "1"]),
-            "--no-dashboard",
-            "--no-report",
-        ],
+        search_cmd(space, results, *ray_flags),
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -95,11 +95,9 @@ def _trial_order(trials: pd.DataFrame) -> list[str]:
     random hex, and tables written before `started` existed fall back to text order)."""
     ids = trials["trial_id"].astype(str)
     index = pd.to_numeric(ids.str.rsplit("_", n=1).str[-1], errors="coerce").fillna(np.inf)
-    started = pd.to_numeric(trials["started"], errors="coerce") if "started" in trials else None
-    if started is not None and started.notna().all():
-        keys = [ids.to_numpy(), index.to_numpy(), started.to_numpy()]
-    else:
-        keys = [ids.to_numpy(), index.to_numpy()]
+    keys = [ids.to_numpy(), index.to_numpy()]  # np.lexsort: the last key sorts first
+    if "started" in trials and pd.to_numeric(trials["started"], errors="coerce").notna().all():
+        keys.append(pd.to_numeric(trials["started"]).to_numpy())
     return list(ids.iloc[np.lexsort(keys)])
 
 
