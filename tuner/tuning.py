@@ -144,7 +144,7 @@ def make_tuner(p: Plan, callbacks: list):
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     # Only the JSON results (read back for the tables) and progress.csv; no TensorBoard files.
-    callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), *callbacks]
+    callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), _results_kept_on_retry(), *callbacks]
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -181,6 +181,27 @@ def make_tuner(p: Plan, callbacks: list):
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         ),
     )
+
+
+def _results_kept_on_retry():
+    """A Tune callback that copies a failed trial's result.json to the study folder before the
+    trial restarts.
+
+    Why: on a restart, Tune's JSON logger copies result.json back from the study folder, which
+    is synced from the driver's staging copy only every few seconds; the epochs reported since
+    the last sync would vanish from result.json and the tables, although the checkpoint they
+    came with is restored and those epochs are not run again (seen after a node death)."""
+    from ray import tune
+
+    from tuner.core.atomic import atomic_write_bytes
+
+    class ResultsKeptOnRetry(tune.Callback):
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            staged = Path(trial.local_path) / "result.json"
+            if staged.exists():
+                atomic_write_bytes(Path(trial.path) / "result.json", staged.read_bytes())
+
+    return ResultsKeptOnRetry()
 
 
 def _live_tables_callback(p: Plan):
