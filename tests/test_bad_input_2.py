@@ -293,7 +293,7 @@ def test_search_name_that_looks_like_yaml_is_a_string(tmp_path, name):
 def test_data_wide_csv_with_many_columns_loads_every_series(tmp_path):
     # Rule: a wide file is read column block by column block (one pass): 20,000 series come
     # back whole and in order. (200,000 columns: 7.8 s measured, no longer quadratic.)
-    from tuner.core.data import load_prices
+    from tuner.core.prices import load_prices
 
     n = 20_000
     frame = pd.DataFrame(
@@ -309,7 +309,7 @@ def test_data_wide_csv_with_many_columns_loads_every_series(tmp_path):
 def test_data_parquet_numeric_text_column_is_one_line(tmp_path):
     # Rule: a Parquet string column that holds numbers is refused with one line (it was an
     # IndexError).
-    from tuner.core.data import load_prices
+    from tuner.core.prices import load_prices
 
     pd.DataFrame({"p": pd.Series(["1.5", "2.5", "3.5", "4.5"], dtype="string")}).to_parquet(
         tmp_path / "s.parquet"

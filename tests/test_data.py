@@ -1,4 +1,4 @@
-"""Tests of tuner.core.data: generator, file loading, Bellman targets, lagged inputs, splits."""
+"""Tests of tuner.core.prices and tuner.core.data: generator, files, Q targets, inputs, splits."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tuner.core import data
+from tuner.core import data, prices
 from tuner.core.config import ConfigError, DataConfig
 
 
@@ -29,25 +29,25 @@ def random_walk(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def test_generate_reproducible_per_seed() -> None:
     # The same seed gives the same prices.
-    a, b = data.generate(small_cfg(seed=3)), data.generate(small_cfg(seed=3))
+    a, b = prices.generate(small_cfg(seed=3)), prices.generate(small_cfg(seed=3))
     np.testing.assert_array_equal(a, b)
 
 
 def test_generate_differs_across_seeds() -> None:
     # Different seeds give different prices.
-    assert not np.array_equal(data.generate(small_cfg(seed=1)), data.generate(small_cfg(seed=2)))
+    assert not np.array_equal(prices.generate(small_cfg(seed=1)), prices.generate(small_cfg(seed=2)))
 
 
 def test_generate_shape_and_mean_near_bias() -> None:
     # Prices are (n_series, length) float64 and oscillate around the bias over whole periods.
-    p = data.generate(small_cfg(n_series=4, length=9000))
+    p = prices.generate(small_cfg(n_series=4, length=9000))
     assert p.shape == (4, 9000) and p.dtype == np.float64
     assert abs(p.mean() - 100.0) < 0.1
 
 
 def test_generate_amplitudes_within_unit_interval() -> None:
     # A = |cos theta| and B = |sin theta| lie in [0, 1]; the angle moves by at most walk_step.
-    theta, _ = data.latent(small_cfg(length=2000))
+    theta, _ = prices.latent(small_cfg(length=2000))
     a, b = np.abs(np.cos(theta)), np.abs(np.sin(theta))
     assert a.min() >= 0 and a.max() <= 1 and b.min() >= 0 and b.max() <= 1
     assert np.abs(np.diff(theta, axis=1)).max() <= 0.01 + 1e-12
@@ -73,24 +73,24 @@ def test_generate_source_code_matches_literal_formula() -> None:
                 + 100
                 + 0.01 * z[s, t]
             )
-    np.testing.assert_allclose(data.generate(cfg), expected, rtol=0, atol=1e-10)
-    assert data.preset_constants(cfg) == (0.0002, 0.0002, 0.01, -1.0)
+    np.testing.assert_allclose(prices.generate(cfg), expected, rtol=0, atol=1e-10)
+    assert prices.preset_constants(cfg) == (0.0002, 0.0002, 0.01, -1.0)
 
 
 def test_preset_constants_two_modes_defaults_and_overrides() -> None:
     # two-modes has two distinct frequencies, noise 0.1; config values override the preset.
-    w = data.preset_constants(DataConfig())
+    w = prices.preset_constants(DataConfig())
     assert w.freq_a != w.freq_b and w.noise_std == 0.1 and w.sign_a == 1.0
     assert 2 * math.pi / w.freq_b < 20000 and 2 * math.pi / w.freq_a < 20000
-    o = data.preset_constants(DataConfig(preset="source-code", freq_a=0.1, freq_b=0.2, noise_std=0))
+    o = prices.preset_constants(DataConfig(preset="source-code", freq_a=0.1, freq_b=0.2, noise_std=0))
     assert o == (0.1, 0.2, 0.0, -1.0)
 
 
 def test_generate_rounds_to_cents() -> None:
     # decimals=2 rounds prices to cents; None keeps full precision.
-    p = data.generate(small_cfg())
+    p = prices.generate(small_cfg())
     np.testing.assert_array_equal(p, np.round(p, 2))
-    raw = data.generate(small_cfg(decimals=None))
+    raw = prices.generate(small_cfg(decimals=None))
     assert not np.array_equal(raw, np.round(raw, 2))
     np.testing.assert_array_equal(p, np.round(raw, 2))
 
@@ -275,11 +275,11 @@ def test_prepare_split_counts_loss_steps(kw: dict, expected: tuple) -> None:
 def test_data_constants_state_the_preset_periods_and_noise() -> None:
     # Rule: the constants a report prints are the generator's own: two-modes periods 50 and 230
     # steps and noise 0.1, overrides included; a file is named by its path.
-    c = data.data_constants(small_cfg())
+    c = prices.data_constants(small_cfg())
     assert (c["preset"], c["period_a"], c["period_b"], c["noise_std"]) == ("two-modes", 50.0, 230.0, 0.1)
-    c = data.data_constants(small_cfg(freq_a=2 * math.pi / 1000, noise_std=0.2))
+    c = prices.data_constants(small_cfg(freq_a=2 * math.pi / 1000, noise_std=0.2))
     assert (c["period_a"], c["period_b"], c["noise_std"]) == (1000.0, 230.0, 0.2)
-    assert data.data_constants(small_cfg(path="prices.csv")) == {"source": "file", "path": "prices.csv"}
+    assert prices.data_constants(small_cfg(path="prices.csv")) == {"source": "file", "path": "prices.csv"}
 
 
 def test_prepare_constant_prices_do_not_divide_by_zero() -> None:
@@ -303,7 +303,7 @@ def test_load_prices_wide_csv_with_mixed_lengths(tmp_path: Path) -> None:
     # empty cells end a shorter series.
     f = tmp_path / "wide.csv"
     f.write_text("date,a,b\n2020-01-01,1.0,2.0\n2020-01-02,1.5,2.5\n2020-01-03,1.2,\n")
-    a, b = data.load_prices(f)
+    a, b = prices.load_prices(f)
     np.testing.assert_array_equal(a, [1.0, 1.5, 1.2])
     np.testing.assert_array_equal(b, [2.0, 2.5])
 
@@ -312,7 +312,7 @@ def test_load_prices_long_csv_in_file_order(tmp_path: Path) -> None:
     # Long CSV: grouped by the series column in first-appearance order, values in file order.
     f = tmp_path / "long.csv"
     f.write_text("sym,px\nz,3\na,1\nz,4\na,2\nz,5\n")
-    z, a = data.load_prices(f, "sym", "px")
+    z, a = prices.load_prices(f, "sym", "px")
     np.testing.assert_array_equal(z, [3, 4, 5])
     np.testing.assert_array_equal(a, [1, 2])
 
@@ -322,7 +322,7 @@ def test_load_prices_parquet(tmp_path: Path, suffix: str) -> None:
     # Parquet files load like CSV (wide format here).
     f = tmp_path / f"p{suffix}"
     pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [4.0, 5.0, np.nan]}).to_parquet(f)
-    x, y = data.load_prices(f)
+    x, y = prices.load_prices(f)
     np.testing.assert_array_equal(x, [1, 2, 3])
     np.testing.assert_array_equal(y, [4, 5])
 
@@ -331,9 +331,9 @@ def test_prices_from_path_checks_window_length(tmp_path: Path) -> None:
     # prices(cfg) loads cfg.path and requires window + 2 prices per series.
     f = tmp_path / "w.csv"
     f.write_text("a\n" + "\n".join(str(100 + i) for i in range(6)) + "\n")
-    assert len(data.prices(DataConfig(path=str(f), window=4))[0]) == 6
+    assert len(prices.prices(DataConfig(path=str(f), window=4))[0]) == 6
     with pytest.raises(ConfigError, match="at least 7"):
-        data.prices(DataConfig(path=str(f), window=5))
+        prices.prices(DataConfig(path=str(f), window=5))
 
 
 ERROR_CASES = {
@@ -359,6 +359,6 @@ def test_load_prices_errors_name_the_file(tmp_path: Path, case: str) -> None:
         f.write_text(text)
     cols = columns or (None, None)
     with pytest.raises(ConfigError) as info:
-        data.load_prices(f, cols[0], cols[1], min_length=3)
+        prices.load_prices(f, cols[0], cols[1], min_length=3)
     message = str(info.value)
     assert str(f) in message and problem in message and "\n" not in message

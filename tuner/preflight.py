@@ -2,7 +2,7 @@
 
 Three kinds, each answering bad input with one ConfigError line:
 
-- the data: the same checks a trial's data preparation makes (`tuner.core.data.check_split` on
+- the data: the same checks a trial's data preparation makes (`tuner.core.prices.check_split` on
   the real file or the generated series), a relative `data.path` made absolute once (trials run
   in their own folders) so `study.yaml` records where the data is;
 - numbers the space loader leaves open (it checks types, finiteness, seeds and signs): a
@@ -51,7 +51,7 @@ def absolute_data_path(spec: Any) -> Any:
 def check_data(config: Config) -> int:
     """Load or generate the series exactly as a trial does and run its checks (prices finite,
     positive and long enough; the hold-out leaves training data); returns the steps per epoch."""
-    from tuner.core.data import check_split, prices
+    from tuner.core.prices import check_split, prices
 
     check_memory(config)
     series = prices(config.data)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.core.config import ConfigError
-from tuner.core.train import EPOCH_COLUMNS
+from tuner.core.metrics import EPOCH_COLUMNS
 
 TRIAL_TAG = "tuner.trial_id"
 BEST_TAG = "tuner.best"

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from tuner.core.config import DataConfig
-from tuner.core.data import Prepared, SeriesSet, data_constants, prepare
+from tuner.core.data import Prepared, SeriesSet, prepare
+from tuner.core.prices import data_constants
 
 CHUNK_STEPS = 2048
 FIT_SHARE = 0.8
