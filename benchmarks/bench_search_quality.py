@@ -14,9 +14,10 @@ epochs reach every setting's best while the grid (10 x 30 epochs) stays ~3 minut
 --quick: 4 series x 300 steps, window 16, 8 units, 4 epochs, 2 repeats, a reference grid of 3 cases
 (sgd, adam, adam-clip-schedule): it checks the plumbing, not the science.
 
-Every strategy runs through the real `python -m tuner.search` (a subprocess with its own local
-Ray, `--num-cpus 2 --no-dashboard --no-report`) on a space file generated from the project's own
-files, with the same data, model, epochs and `train.seed=0`:
+Every strategy runs through `tuner.api.run` (what `python -m tuner.search` runs; `--no-dashboard
+--no-report`) in this process, one study after the other on one Ray (local with 2 CPUs, or
+joined with `--address`), on a space file generated from the project's own files, with the same
+data, model, epochs and `train.seed=0`:
 * (a) reference: the ten article cases of `seed_ablation.yaml`, one seed, FIFO, run to the end.
   Its best held-out loss (any epoch of any case) is the target; its total time steps the budget.
 * (b) random + ASHA, (c) TPE + ASHA, (d) TPE + ASHA + warm start: the space of `full.yaml`
@@ -25,10 +26,10 @@ files, with the same data, model, epochs and `train.seed=0`:
   (time_attr time steps, grace `--grace-epochs` epochs of time steps, reduction 3), each repeated
   with search seeds 0, 1, 2. (d) adds `search.start_from` with the article's best setting and
   plain Adam; a tuner.search that rejects that key (exit 2) makes (d) "skipped" in the table.
-Same budget: the space file cannot stop a search after so many time steps, so each strategy gets
-a generous `num_samples`, the benchmark watches the trials' results on disk (every 2 s) and stops
-the search with Ctrl-C (SIGINT: Tune saves and ends it cleanly) once the trials' summed time steps
-pass the budget; the curves are then cut at the budget, so overshoot costs wall time, not fairness.
+Same budget: each strategy gets a generous `num_samples` and `search.timestep_budget` = the
+grid's total time steps, which stops the search (Tune's stopper) at the first result that passes
+it; the curves are then cut at the budget, so the last epochs' overshoot costs wall time, not
+fairness.
 
 Measures come from the study files alone, as the report draws them (`tuner.report.anytime`): the best
 held-out loss so far against the time steps spent by all trials (epochs ordered by when they
@@ -44,13 +45,12 @@ asha_clock.csv, reference/*.csv (the grid's tables: `python benchmarks/asha_cloc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import math
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,11 +66,9 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.asha_clock import clock_table, recommend  # noqa: E402
 from benchmarks.asha_clock import to_markdown as clock_markdown  # noqa: E402
-from benchmarks.bench_search import child_env, search_command  # noqa: E402
 from benchmarks.machine import machine_line  # noqa: E402
 from tuner.report.anytime import best_at, compute_to_reach, study_curve  # noqa: E402
 from tuner.report.anytime_plot import plot_strategies  # noqa: E402
-from tuner.results import read_logs  # noqa: E402
 
 SEARCH_METRIC = "best_val_loss"
 """What the strategies optimise and ASHA ranks (full.yaml's objective): the lowest held-out loss
@@ -193,56 +191,38 @@ def strategy_space(
     return doc
 
 
-def _spent(study_dir: Path) -> float:
-    """Time steps run so far by every trial of a running study (from Tune's result files)."""
-    return float(sum(log.results[-1].get("timesteps", 0) for log in read_logs(study_dir) if log.results))
-
-
 def run_study(
-    doc: dict[str, Any],
-    work: Path,
-    budget: float | None = None,
-    cap_s: float = 7200.0,
-    address: str | None = None,
+    doc: dict[str, Any], work: Path, budget: float | None = None, cap_s: float = 7200.0
 ) -> dict[str, Any]:
-    """`python -m tuner.search` on `doc`; SIGINT once `budget` time steps are spent (or `cap_s`).
-    `address`: join that running Ray (its 2 CPUs) instead of starting one per study.
+    """The search of `doc` through `tuner.api.run` (what `python -m tuner.search` runs), on the
+    Ray this process started or joined; `budget`: `search.timestep_budget` (time steps of all
+    trials together), `cap_s`: its `time_budget_s`. Tune's progress goes to work/logs/NAME.log.
 
-    Returns wall_s, rc, stopped (by the budget), error (the one-line message of a rejected file)."""
+    Returns wall_s, rc (0 finished, 2 rejected file, 1 failed, 130 interrupted), stopped (by a
+    budget) and error (the one-line message of a rejected file, or the failure)."""
+    from tuner.api import SearchOptions, run
+    from tuner.core.config import ConfigError
+
+    if budget is not None:
+        doc = copy.deepcopy(doc)
+        doc["search"].update(timestep_budget=math.ceil(budget), time_budget_s=cap_s)
     space = work / "spaces" / f"{doc['name']}.yaml"
     space.parent.mkdir(parents=True, exist_ok=True)
     space.write_text(yaml.safe_dump(doc, sort_keys=False))
     log_path = work / "logs" / f"{doc['name']}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    ray_tmp = Path(tempfile.mkdtemp(prefix="sq", dir="/tmp"))
-    flags = ["--address", address] if address else ["--num-cpus", "2"]
-    cmd = search_command(space, work / "studies", *flags)
-    started, stopped = time.monotonic(), False
-    try:
-        with log_path.open("w") as log:
-            proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=child_env(ray_tmp), stdout=log, stderr=subprocess.STDOUT
-            )
-            while proc.poll() is None:
-                time.sleep(0.5)
-                over = time.monotonic() - started > cap_s
-                if not stopped and (
-                    over or (budget is not None and _spent(work / "studies" / doc["name"]) >= budget)
-                ):
-                    proc.send_signal(signal.SIGINT)
-                    stopped = True
-            rc = proc.wait()
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    wall = time.monotonic() - started
-    error = ""
-    if rc == 2:
-        lines = [ln for ln in log_path.read_text().splitlines() if ln.startswith("error:")]
-        # 'error: <space file>: <key>: <what>; allowed: ...' -> '<key>: <what>'
-        error = lines[-1].split(": ", 2)[-1].split("; allowed")[0] if lines else "exit 2"
-    elif rc != 0 and not stopped:
-        error = f"exit {rc} (see {log_path})"
-    return {"wall_s": wall, "rc": rc, "stopped": stopped, "error": error}
+    opts = SearchOptions(space=space, results_dir=work / "studies", dashboard=False, report=False)
+    started, why, rc, error = time.monotonic(), "", 0, ""
+    with log_path.open("w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            study = run(opts)
+            why, rc = study.why, (0 if study.finished else 130)
+        except ConfigError as exc:  # '<space file>: <key>: <what>; allowed: ...' -> '<key>: <what>'
+            rc, error = 2, str(exc).split(": ", 1)[-1].split("; allowed")[0]
+        except Exception as exc:  # one failed study must not lose the others
+            rc, error = 1, f"{exc.__class__.__name__}: {exc} (see {log_path})"
+    stopped = "budget" in why
+    return {"wall_s": time.monotonic() - started, "rc": rc, "stopped": stopped, "error": error}
 
 
 def _med_range(values: list[float], fmt: str = "{:.3f}") -> str:
@@ -325,13 +305,11 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def run_all(
-    scale: Scale, work: Path, out: Path, repeats: int, address: str | None = None
-) -> tuple[pd.DataFrame, dict]:
+def run_all(scale: Scale, work: Path, out: Path, repeats: int) -> tuple[pd.DataFrame, dict]:
     """The reference, then every strategy x repeat; returns (runs, curves by strategy)."""
     cases = len(scale.cases) or 10
     print(f"(a) reference grid: {cases} cases x {scale.epochs} epochs ...", flush=True)
-    ref = run_study(reference_space(scale), work, address=address)
+    ref = run_study(reference_space(scale), work)
     if ref["error"]:
         raise SystemExit(f"error: the reference grid failed: {ref['error']}")
     ref_dir = work / "studies" / "reference"
@@ -353,7 +331,7 @@ def run_all(
         for seed in range(repeats):
             name = f"{strategy.split()[0].strip('()')}-seed{seed}"
             doc = strategy_space(scale, sampler, warm, seed, steps_per_epoch, name)
-            result = run_study(doc, work, budget=budget, cap_s=max(600.0, 4 * ref["wall_s"]), address=address)
+            result = run_study(doc, work, budget=budget, cap_s=max(600.0, 4 * ref["wall_s"]))
             row = {"strategy": strategy, "seed": seed, **result}
             if not result["error"]:
                 curve = study_curve(work / "studies" / name, CURVE_METRIC)
@@ -384,7 +362,7 @@ def run_all(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a tiny version (a few minutes)")
-    p.add_argument("--address", help="join this running Ray (2 CPUs) instead of starting one per search")
+    p.add_argument("--address", help="join this running Ray (2 CPUs) instead of starting one")
     p.add_argument("--repeats", type=int, help="search seeds per strategy (default 3, quick 2)")
     p.add_argument(
         "--grace-epochs", type=float, help="ASHA grace period in epochs of time steps (default 3, quick 1)"
@@ -403,9 +381,17 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work" if args.keep else Path(tempfile.mkdtemp(prefix="search_quality_"))
     started = time.monotonic()
+    import ray
+
+    # One Ray for every study (each search reuses it): joined, or local with 2 CPUs.
+    if args.address:
+        ray.init(address=args.address, log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        runs, info = run_all(scale, work, out, repeats, args.address)
+        runs, info = run_all(scale, work, out, repeats)
     finally:
+        ray.shutdown()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     write_outputs(scale, repeats, runs, info, out, time.monotonic() - started)

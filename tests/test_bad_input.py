@@ -360,6 +360,14 @@ ROWS = [
         space_row(_set("search/time_budget_s", -60), "search.time_budget_s", "> 0"),
         id="space-time-budget-negative",
     ),
+    pytest.param(
+        space_row(_set("search/timestep_budget", 0), "search.timestep_budget", ">= 1"),
+        id="space-timestep-budget-0",
+    ),
+    pytest.param(
+        space_row(_set("search/timestep_budget", 1.5), "search.timestep_budget", "an integer"),
+        id="space-timestep-budget-not-int",
+    ),
     pytest.param(space_row(_set("resources/cpu", 0), "resources.cpu", "> 0"), id="space-resources-cpu-0"),
     # ---- data files (data.path=... on the smoke space)
     pytest.param(data_row(lambda t: t / "missing.csv", "file not found"), id="data-missing"),

@@ -1,4 +1,4 @@
-"""benchmarks/bench_search_quality.py --quick end to end (real tuner.search subprocesses, real Ray).
+"""benchmarks/bench_search_quality.py --quick end to end (a real process, real searches on real Ray).
 
 Checks the outputs' shape, never their numbers: the numbers are the benchmark's to report."""
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.ray  # starts several local Ray instances: deselect wit
 
 
 def test_bench_search_quality_quick_writes_table_curves_and_clock(tmp_path, ray_session):
-    # Rule: --quick runs the reference grid and every strategy through python -m tuner.search and
+    # Rule: --quick runs the reference grid and every strategy through the real search and
     # writes one summary row per strategy (all four ran), one run row per
     # strategy and seed, both plots, the ASHA clock table and the goal line.
     out = tmp_path / "sq"

@@ -714,6 +714,7 @@ INVALID = [
     ),
     ("num-samples-zero", [(("search", "num_samples"), 0)], "search.num_samples"),
     ("time-budget-zero", [(("search", "time_budget_s"), 0)], "search.time_budget_s"),
+    ("timestep-budget-zero", [(("search", "timestep_budget"), 0)], "search.timestep_budget"),
     ("max-concurrent-zero", [(("search", "max_concurrent"), 0)], "search.max_concurrent"),
     (
         "max-t-below-grace",

@@ -38,7 +38,7 @@ STATE_FILE = "study_state.json"
 LOCK_FILE = ".lock"
 EXPERIMENT_KEYS = {"name": str, "num_samples": int, "seed": int, "finished": bool, "why": str}
 """Keys every experiment record must have (newer records also hold `folder`, where it ran)."""
-EXTEND_MAY_CHANGE = (("search", "num_samples"), ("search", "time_budget_s"))
+EXTEND_MAY_CHANGE = (("search", "num_samples"), ("search", "time_budget_s"), ("search", "timestep_budget"))
 """What an --extend may set differently from the study (the new experiment's own budget)."""
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.EBADF, errno.EINVAL}
 

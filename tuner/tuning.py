@@ -160,6 +160,7 @@ def make_tuner(p: Plan, callbacks: list):
         run_config=tune.RunConfig(
             name=p.experiment,
             storage_path=storage,
+            stop=None if search.timestep_budget is None else timestep_budget(search.timestep_budget),
             callbacks=callbacks,
             progress_reporter=tune.CLIReporter(
                 parameter_columns={k: k.rsplit(".", 1)[-1] for k in searched_keys(spec)},
@@ -181,6 +182,30 @@ def make_tuner(p: Plan, callbacks: list):
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         ),
     )
+
+
+def timestep_budget(budget: int):
+    """A Tune stopper that ends the whole search once its trials' latest `timesteps` (each
+    trial's cumulative count) add up to `budget` (`search.timestep_budget`)."""
+    from ray import tune
+
+    class TimestepBudget(tune.Stopper):
+        def __init__(self) -> None:
+            self.spent: dict[str, float] = {}
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            self.spent[trial_id] = float(result.get("timesteps", 0))
+            return False
+
+        def stop_all(self) -> bool:
+            return sum(self.spent.values()) >= budget
+
+    return TimestepBudget()
+
+
+def spent_timesteps(grid) -> float:
+    """Time steps trained by a finished run's trials together (each trial's last count)."""
+    return float(sum((r.metrics or {}).get("timesteps", 0) for r in grid))
 
 
 def _results_kept_on_retry():
@@ -279,6 +304,9 @@ def why_finished(p: Plan, grid, elapsed: float) -> str:
     scheduler) nor the trial's own `finished`: after Ctrl-C a trial cut mid-run is listed as
     terminated."""
     total = len(grid)
+    steps = p.spec.search.timestep_budget
+    if steps is not None and spent_timesteps(grid) >= steps:
+        return f"its time-step budget ({steps:,}) ran out"
     if grid.num_terminated + grid.num_errors < total:
         return ""
     if any(

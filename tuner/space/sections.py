@@ -91,6 +91,11 @@ class SearchSpec:
     """Trials running at once (Tune starts one at a time without a limit)."""
     time_budget_s: float | None = None
     """Wall-clock budget of the whole search; None = unlimited."""
+    timestep_budget: int | None = None
+    """Compute budget of the whole search: it stops once its trials have trained this many time
+    steps in all (as they report them), the same work on any machine, unlike time_budget_s, so
+    strategies compared under it spend equal compute. None = unlimited. Counted per run of the
+    command: a --resume counts the trials it runs, an --extend its new trials."""
     seed: int = bounded(0, 0, SEED_LIMIT)
     """Seed of the searcher / variant generator."""
     checkpoint_every: int = 5
@@ -115,6 +120,12 @@ class SearchSpec:
             p + "time_budget_s",
             self.time_budget_s,
             "a number of seconds > 0 (null = unlimited)",
+        )
+        check(
+            self.timestep_budget is None or self.timestep_budget >= 1,
+            p + "timestep_budget",
+            self.timestep_budget,
+            "an integer >= 1 (time steps; null = unlimited)",
         )
         check(
             self.checkpoint_every >= 1,
