@@ -308,15 +308,30 @@ def test_trial_process_sigkilled_mid_trial_resumes_from_checkpoint(tmp_path, ray
 
 
 def mlflow_runs(study: Path, name: str) -> pd.DataFrame:
-    """The study's runs as MLflow's own reader returns them (a DataFrame, one row per run)."""
-    import mlflow
+    """The study's runs as MLflow's client reads them: one row per run with the columns of
+    `mlflow.search_runs` (run_id, status, params.*, metrics.*, tags.*). Through a client on the
+    study's database, not the global tracking URI `mlflow.search_runs` needs: a search run in
+    this process afterwards must find its tracking settings by itself."""
+    from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(f"sqlite:///{study / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=[name])
+    client = MlflowClient(f"sqlite:///{study / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    return pd.DataFrame(
+        {
+            "run_id": run.info.run_id,
+            "status": run.info.status,
+            **{f"params.{k}": v for k, v in run.data.params.items()},
+            **{f"metrics.{k}": v for k, v in run.data.metrics.items()},
+            **{f"tags.{k}": v for k, v in run.data.tags.items()},
+        }
+        for run in client.search_runs([experiment.experiment_id])
+    )
 
 
 @pytest.mark.ray
-def test_driver_sigkilled_then_resume_keeps_finished_trials_and_one_mlflow_run_each(tmp_path, ray_session):
+def test_driver_sigkilled_then_resume_keeps_finished_trials_and_one_mlflow_run_each(
+    tmp_path, capsys, ray_session
+):
     # Fault: SIGKILL to `python -m tuner.search --mlflow` (its own local Ray, as a user runs
     # it) while its 2nd of 3 trials runs (the 1st has finished); then the same command with
     # --resume (which must not need --mlflow again).
@@ -326,8 +341,9 @@ def test_driver_sigkilled_then_resume_keeps_finished_trials_and_one_mlflow_run_e
     # still one run per trial, the interrupted trial's run continued (its epochs logged once
     # each, steps 1..max), every run FINISHED with metrics = trials.csv.
     # One test for both (the MLflow logging rides on the same kill): a second SIGKILL test
-    # would cost another ~35 s of the suite for the same fault. The resume joins the shared
-    # test Ray (which Ray resumes does not matter to these rules; starting one costs seconds).
+    # would cost another ~35 s of the suite for the same fault. The resume runs in this process
+    # (`tuner.search.main`, the command's code) on the shared test Ray (which Ray resumes does
+    # not matter to these rules; starting one, and a driver process, cost seconds).
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
@@ -368,13 +384,8 @@ def test_driver_sigkilled_then_resume_keeps_finished_trials_and_one_mlflow_run_e
     assert (study / "trials.csv").exists()  # the live tables were being written
     assert len(mlflow_runs(study, "killdriver")) >= 2  # runs were open when it died
 
-    address = ray_session.get_runtime_context().gcs_address
-    resumed = start(search_cmd(space, results, "--resume", "--address", address), log)
-    try:
-        rc = finish(resumed, log, 300)
-    finally:
-        kill_all(resumed)
-    assert rc == 0, tail(log)
+    rc = search_mod.main(search_cmd(space, results, "--resume")[3:])
+    assert rc == 0, capsys.readouterr().err[-3000:]
 
     after = trial_results(study)
     assert len(after) == 3
@@ -405,18 +416,20 @@ def test_driver_sigkilled_then_resume_keeps_finished_trials_and_one_mlflow_run_e
 
 
 @pytest.mark.ray
-def test_driver_sigkilled_before_tune_started_then_resume_runs_the_search(tmp_path, ray_session):
+def test_driver_sigkilled_before_tune_started_then_resume_runs_the_search(tmp_path, capsys, ray_session):
     # Fault: SIGKILL to the driver after it recorded the experiment in study_state.json but
-    # before Tune created it (its own Ray still starting): a crash, an OOM kill or a Ctrl-\ there.
+    # before Tune created it: a crash, an OOM kill or a Ctrl-\ there.
     # Rule: `--resume` then runs the experiment (exit 0, its trial completed), as the error
     # message of a plain rerun ("already exists; allowed: --resume") tells the user to do.
-    # The resume joins the shared test Ray (which Ray runs it does not matter to the rule).
+    # Both join the shared test Ray (whose Ray runs it does not matter to the rule; starting
+    # one costs seconds); the resume runs in this process (`tuner.search.main`, the command's code).
     space = write_space(
         tmp_path, "earlykill", {"train.optimizer": {"choice": ["adam"]}}, train={"max_epochs": 2}
     )
     results, log = tmp_path / "results", tmp_path / "search.log"
     study = results / "earlykill"
-    proc = start(search_cmd(space, results), log)
+    address = ray_session.get_runtime_context().gcs_address
+    proc = start(search_cmd(space, results, "--address", address), log)
     try:
         poll(lambda: (study / "study_state.json").exists(), 120, "study_state.json", proc, log, every=0.01)
         os.kill(proc.pid, signal.SIGKILL)
@@ -426,13 +439,8 @@ def test_driver_sigkilled_before_tune_started_then_resume_runs_the_search(tmp_pa
     if (study / "ray" / "search" / "tuner.pkl").exists():
         pytest.skip("the kill came after Tune had started: not the fault under test")
 
-    address = ray_session.get_runtime_context().gcs_address
-    resumed = start(search_cmd(space, results, "--resume", "--address", address), log)
-    try:
-        rc = finish(resumed, log, 240)
-    finally:
-        kill_all(resumed)
-    assert rc == 0, tail(log, 5)
+    rc = search_mod.main(search_cmd(space, results, "--resume")[3:])
+    assert rc == 0, capsys.readouterr().err[-3000:]
     trials, _ = results_mod.load_tables(study)
     assert trials["status"].tolist() == ["completed"]
 
