@@ -254,14 +254,15 @@ def reference_losses(space: Path, params: dict[str, Any]) -> list[float]:
 
 @pytest.mark.ray
 def test_trial_process_sigkilled_mid_trial_resumes_from_checkpoint(tmp_path, ray_session):
-    # Fault: SIGKILL to the trial's worker process once it reported epoch 3 (of 25; results
-    # reach the study folder every ~2 s, so the trial must run long enough to be caught).
+    # Fault: SIGKILL to the trial's worker process once it reported epoch 3 (of 12: the driver
+    # copies results to the study folder every 0.5 s here, TUNE_GLOBAL_CHECKPOINT_S, instead
+    # of 2 s, so a shorter trial is still caught running).
     # The search joins the shared test Ray (a worker dies the same way on a local Ray; starting
     # one costs seconds): the victim is the pid its trial reported, a Ray worker.
     # Rule: with max_failures, Tune restarts the trial from its latest checkpoint: the search
-    # exits 0, the trial is completed, epochs.csv holds 1..10 once each, and the losses equal
+    # exits 0, the trial is completed, epochs.csv holds 1..12 once each, and the losses equal
     # those of an uninterrupted run (the checkpoint restores weights, optimizer, schedule, RNG).
-    max_epochs = 25
+    max_epochs = 12
     space = write_space(
         tmp_path,
         "killtrial",
@@ -273,7 +274,7 @@ def test_trial_process_sigkilled_mid_trial_resumes_from_checkpoint(tmp_path, ray
     results, log = tmp_path / "results", tmp_path / "search.log"
     study = results / "killtrial"
     address = ray_session.get_runtime_context().gcs_address
-    proc = start(search_cmd(space, results, "--address", address), log)
+    proc = start(search_cmd(space, results, "--address", address), log, TUNE_GLOBAL_CHECKPOINT_S="0.5")
     try:
 
         def epoch3_pid():
