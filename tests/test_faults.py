@@ -757,7 +757,7 @@ def test_disk_full_while_a_search_runs_warns_and_the_search_goes_on(
         "diskfull",
         {"train.seed": {"grid": [0, 1]}},
         train={"max_epochs": 3},
-        search={"algorithm": "grid", "max_concurrent": 2},
+        search={"algorithm": "grid"},  # one trial at a time (BASE): one trial process
     )
     results = tmp_path / "results"
     real_replace = os.replace
