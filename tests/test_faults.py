@@ -348,7 +348,7 @@ def test_driver_sigkilled_then_resume_keeps_finished_trials_and_one_mlflow_run_e
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
-    max_epochs = 12
+    max_epochs = 8
     space = write_space(
         tmp_path,
         "killdriver",
@@ -359,7 +359,9 @@ def test_driver_sigkilled_then_resume_keeps_finished_trials_and_one_mlflow_run_e
     )
     results, log = tmp_path / "results", tmp_path / "search.log"
     study = results / "killdriver"
-    proc = start(search_cmd(space, results, "--mlflow"), log)
+    # Results reach the study folder every 0.5 s (TUNE_GLOBAL_CHECKPOINT_S; 2 s by default), so
+    # the kill lands a few epochs into the 2nd trial, well before its 8th.
+    proc = start(search_cmd(space, results, "--mlflow"), log, TUNE_GLOBAL_CHECKPOINT_S="0.5")
     try:
 
         def one_finished_one_running():
