@@ -827,7 +827,7 @@ def test_cluster_join_runs_trials_on_both_nodes_and_survives_a_node_death(tmp_pa
     # Rule: the search (joined with --address, results on an absolute path every node sees)
     # retries the lost trial from its checkpoint on the surviving node: exit 0, every trial
     # completed, each (trial, epoch) once.
-    max_epochs = 20
+    max_epochs = 12
     space = write_space(
         tmp_path,
         "nodedies",
@@ -892,7 +892,14 @@ def test_cluster_join_runs_trials_on_both_nodes_and_survives_a_node_death(tmp_pa
         )
         assert [q.name() for q in marked(worker)].count("raylet") == 1
 
-        proc = start(search_cmd(space, results, "--address", address), log, RAY_AUTH_MODE="disabled")
+        # Results reach the study folder every 0.5 s (TUNE_GLOBAL_CHECKPOINT_S; 2 s by default),
+        # so the node dies a few epochs into the trial it hosts, well before its 12th.
+        proc = start(
+            search_cmd(space, results, "--address", address),
+            log,
+            RAY_AUTH_MODE="disabled",
+            TUNE_GLOBAL_CHECKPOINT_S="0.5",
+        )
 
         def trial_on_worker():
             on_worker = {q.pid for q in marked(worker)}
