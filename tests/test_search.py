@@ -152,28 +152,6 @@ def test_search_conditional_parameter_absent_when_condition_fails(ray_session, t
         assert ("train.momentum" in t.params) == (t.params["train.optimizer"] == "sgd")
 
 
-def test_search_extend_adds_trials_to_finished_study(ray_session, tmp_path):
-    # Rule: --resume of a finished study says so (exit 0, nothing re-run); --extend N adds N
-    # trials to the same Optuna study with a fresh seed (no replayed suggestions), and the
-    # tables hold old and new trials once each.
-    space = {"train.lr": {"loguniform": [1e-3, 1e-1]}}
-    path = write_space(
-        tmp_path, space, {"num_samples": 2, "scheduler": {"type": "fifo"}}, train={"max_epochs": 1}
-    )
-    assert run(path, tmp_path) == 0
-    assert run(path, tmp_path, "--resume") == 0
-    study = tmp_path / "results" / "t"
-    assert len(load_tables(study)[0]) == 2
-    assert run(path, tmp_path, "--extend", "3") == 0
-    trials, epochs = load_tables(study)
-    assert len(trials) == 5 and trials["trial_id"].is_unique
-    assert sorted(trials["experiment"]) == ["extend-1"] * 3 + ["search"] * 2
-    assert len(epochs) == 5
-    stored = optuna.load_study(study_name="t", storage=f"sqlite:///{study / 'optuna.db'}")
-    lrs = [t.params["train.lr"] for t in stored.trials]
-    assert len(stored.trials) == 5 and len(set(lrs)) == 5
-
-
 def test_search_pbt_runs_with_checkpoints(ray_session, tmp_path):
     # Rule: PBT (no searcher) runs; trials exploit through checkpoints (an exploited trial goes
     # on from its donor's epoch, even when that donor had finished) and every trial ends at
@@ -259,6 +237,11 @@ def test_search_held_out_columns_early_stop_and_reference(ray_session, tmp_path)
     assert f"reached at epoch {int(best['best_epoch'])};" in text.splitlines()[1]
 
 
+START_SPACE = {
+    "train.optimizer": {"choice": ["sgd", "adam"]},
+    "train.lr": {"loguniform": [1e-3, 1e-1]},
+    "train.schedule.chunks": {"choice": [[1], [4, 1]]},
+}
 START = [
     {"train.optimizer": "adam", "train.lr": 0.0123, "train.schedule.chunks": [4, 1]},
     {"train.optimizer": "sgd", "train.lr": 0.001, "train.schedule.chunks": [1]},
@@ -283,14 +266,11 @@ def _is_point(row, point: dict) -> bool:
 def test_search_start_from_runs_first_in_order_and_once(ray_session, tmp_path, algorithm):
     # Rule (issue 9): search.start_from's settings are the first trials, exactly and in order,
     # in addition to num_samples, for optuna, random (Optuna's RandomSampler) and grid (Tune's
-    # variant generator: the points, then the grid); an extended study (optuna, random) does
-    # not evaluate them again.
-    lr = {"choice": [0.001, 0.0123]} if algorithm == "grid" else {"loguniform": [1e-3, 1e-1]}
-    space = {
-        "train.optimizer": {"choice": ["sgd", "adam"]},
-        "train.lr": lr,
-        "train.schedule.chunks": {"choice": [[1], [4, 1]]},
-    }
+    # variant generator: the points, then the grid), each once (an extension does not run them
+    # again: test_search_extend_adds_trials_to_finished_study).
+    space = dict(START_SPACE)
+    if algorithm == "grid":
+        space["train.lr"] = {"choice": [0.001, 0.0123]}
     path = write_space(
         tmp_path,
         space,
@@ -320,8 +300,30 @@ def test_search_start_from_runs_first_in_order_and_once(ray_session, tmp_path, a
     ]
     for point in START:
         assert sum(_is_point(row, point) for _, row in trials.iterrows()) == 1
-    assert run(path, tmp_path, "--extend", "2") == 0
-    trials = load_tables(study)[0]
-    assert len(trials) == len(START) + 1 + 2
+
+
+def test_search_extend_adds_trials_to_finished_study(ray_session, tmp_path):
+    # Rule: --resume of a finished study says so (exit 0, nothing re-run); --extend N adds N
+    # trials to the same Optuna study with a fresh seed (no replayed suggestions), and the
+    # tables hold old and new trials once each; the extension does not evaluate the study's
+    # search.start_from points again (issue 9).
+    path = write_space(
+        tmp_path,
+        START_SPACE,
+        {"num_samples": 2, "scheduler": {"type": "fifo"}, "start_from": START},
+        train={"max_epochs": 1},
+    )
+    assert run(path, tmp_path) == 0
+    assert run(path, tmp_path, "--resume") == 0
+    study = tmp_path / "results" / "t"
+    assert len(load_tables(study)[0]) == 4
+    assert run(path, tmp_path, "--extend", "3") == 0
+    trials, epochs = load_tables(study)
+    assert len(trials) == 7 and trials["trial_id"].is_unique
+    assert sorted(trials["experiment"]) == ["extend-1"] * 3 + ["search"] * 4
+    assert len(epochs) == 7
+    stored = optuna.load_study(study_name="t", storage=f"sqlite:///{study / 'optuna.db'}")
+    lrs = [t.params["train.lr"] for t in stored.trials]
+    assert len(stored.trials) == 7 and len(set(lrs)) == 7
     for point in START:
         assert sum(_is_point(row, point) for _, row in trials.iterrows()) == 1
