@@ -45,8 +45,16 @@ def _starts_ray(item: pytest.Item) -> bool:
     return item.get_closest_marker("ray") is not None or "ray_session" in getattr(item, "fixturenames", ())
 
 
+def _schedule_rank(item: pytest.Item) -> int:
+    """0: runs searches (tens of seconds), 1: starts a Python process (seconds), 2: the rest."""
+    if _starts_ray(item):
+        return 0
+    return 1 if item.get_closest_marker("process") is not None else 2
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests that run searches first, unit tests after (a stable sort: files keep their order
-    otherwise). Under pytest-xdist the long tests then start early and the many short ones
-    fill both workers at the end, instead of one long test running alone at the end."""
-    items.sort(key=lambda item: not _starts_ray(item))
+    """Longest tests first (a stable sort: files keep their order otherwise): searches, then
+    tests that start a process, then the many short ones. Under pytest-xdist the long tests
+    then start early and the short ones fill both workers at the end, instead of one worker
+    running a long test alone at the end (measured: 8 s of one idle core)."""
+    items.sort(key=_schedule_rank)

@@ -525,6 +525,7 @@ def test_mixed_series_lengths_are_accepted(tmp_path):
 SUBPROCESS_ROWS = ["space-not-yaml", "data-nan-inside", "cli-unknown-flag", "cli-override-unknown-key"]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("build", [pytest.param(*r.values, id=r.id) for r in ROWS if r.id in SUBPROCESS_ROWS])
 def test_bad_input_through_a_real_process(build, tmp_path):
     # Rule: the real command answers the same: exit 2, one line, no traceback, Ray untouched.

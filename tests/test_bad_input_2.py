@@ -113,6 +113,7 @@ def test_config_ranged_fields_refuse_values_outside_their_metadata_range():
     assert checked >= 20
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     "override,fragment",
     [

@@ -100,6 +100,7 @@ def test_baselines_reference_without_holdout_and_from_csv(tmp_path):
     assert any("no hold-out" in line for line in bl.describe(none))
 
 
+@pytest.mark.process
 def test_baselines_cli_on_user_csv(tmp_path):
     # Rule: `tuner.train` on a user's CSV (data.path) prints the split, the baselines and the
     # three losses per epoch, exactly as on synthetic data.

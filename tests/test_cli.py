@@ -46,6 +46,7 @@ def test_console_script_dispatches_and_refuses_unknown_commands():
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "search" in bad.stderr
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("command", ["search", "train", "report", "keys"])
 def test_every_command_help_shows_examples(command):
     # Rule: --help of every command shows at least two examples.
@@ -54,6 +55,7 @@ def test_every_command_help_shows_examples(command):
     assert "example" in out.stdout.lower() and out.stdout.lower().count("tuner") >= 2
 
 
+@pytest.mark.process
 def test_train_smoke_test_alias_runs_the_tiny_config(tmp_path):
     # Rule: `--smoke-test` (Ray's examples' spelling) is `--smoke`: tiny data, 3 epochs.
     out = subprocess.run(

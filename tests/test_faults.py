@@ -458,6 +458,7 @@ def _versions_csv(n_versions: int = 3) -> list[str]:
     return out
 
 
+@pytest.mark.process
 def test_atomic_write_sigkilled_at_random_moments_never_leaves_a_partial_csv(tmp_path):
     # Fault: SIGKILL (20 times, at random moments) to a process that rewrites a big CSV in a
     # loop with `atomic_write_text`, as the live tables are rewritten during a search.

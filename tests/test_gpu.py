@@ -143,6 +143,7 @@ def test_num_gpus_refused_with_address(tmp_path):
     assert not (tmp_path / "results" / "smoke").exists()
 
 
+@pytest.mark.process
 @NO_CUDA
 def test_bench_gpu_without_cuda_says_so():
     # Rule: the GPU benchmark runs everywhere: without CUDA, one line and exit 0.

@@ -184,6 +184,7 @@ RESUME_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.process
 def test_train_checkpoint_round_trip_in_fresh_process(tmp_path):
     # Rule: 3 epochs, save, restore in a fresh process, 2 more == 5 uninterrupted epochs (CPU).
     cfg = tiny(
@@ -220,6 +221,7 @@ def _root():
     return Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.process
 def test_train_cli_writes_outputs_and_rejects_bad_keys(tmp_path):
     # Rule: the single-run CLI writes epochs.csv with the documented columns and model.pt, and a
     # config error is one line with exit code 2.
@@ -265,6 +267,7 @@ BLOCK_RAY = textwrap.dedent("""
 """)
 
 
+@pytest.mark.process
 def test_train_core_imports_without_ray():
     # Rule: every module of the training core (and the single-run CLI) imports and runs with
     # Ray, Optuna and matplotlib unavailable.
@@ -407,6 +410,7 @@ def test_train_early_stopping_config_rejected(overrides, expected):
     assert ("hold-out" in msg) if expected == "needs a hold-out" else (expected in msg)
 
 
+@pytest.mark.process
 def test_train_cli_prints_split_baselines_and_three_losses(tmp_path):
     # Rule: `tuner.train --config seed_ablation.yaml --epochs 3` prints the split, both
     # baselines and per epoch train_loss_running, train_loss and val_loss; --save-best writes the
