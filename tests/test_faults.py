@@ -99,6 +99,11 @@ MARKER = "TUNER_FAULT_TEST"
 inherit it, so whatever a killed process left running is found by it (and only that)."""
 
 
+FAST_RESULTS = {"TUNE_GLOBAL_CHECKPOINT_S": "0.5"}
+"""Environment of a driver whose trial must be caught mid-run: it copies results to the study
+folder every 0.5 s instead of 2 s (tuner.cluster's default), so the trial can be short."""
+
+
 def new_marker() -> str:
     return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
@@ -254,9 +259,7 @@ def reference_losses(space: Path, params: dict[str, Any]) -> list[float]:
 
 @pytest.mark.ray
 def test_trial_process_sigkilled_mid_trial_resumes_from_checkpoint(tmp_path, ray_session):
-    # Fault: SIGKILL to the trial's worker process once it reported epoch 3 (of 12: the driver
-    # copies results to the study folder every 0.5 s here, TUNE_GLOBAL_CHECKPOINT_S, instead
-    # of 2 s, so a shorter trial is still caught running).
+    # Fault: SIGKILL to the trial's worker process once it reported epoch 3 (of 12; FAST_RESULTS).
     # The search joins the shared test Ray (a worker dies the same way on a local Ray; starting
     # one costs seconds): the victim is the pid its trial reported, a Ray worker.
     # Rule: with max_failures, Tune restarts the trial from its latest checkpoint: the search
@@ -274,7 +277,7 @@ def test_trial_process_sigkilled_mid_trial_resumes_from_checkpoint(tmp_path, ray
     results, log = tmp_path / "results", tmp_path / "search.log"
     study = results / "killtrial"
     address = ray_session.get_runtime_context().gcs_address
-    proc = start(search_cmd(space, results, "--address", address), log, TUNE_GLOBAL_CHECKPOINT_S="0.5")
+    proc = start(search_cmd(space, results, "--address", address), log, **FAST_RESULTS)
     try:
 
         def epoch3_pid():
@@ -359,9 +362,8 @@ def test_driver_sigkilled_then_resume_keeps_finished_trials_and_one_mlflow_run_e
     )
     results, log = tmp_path / "results", tmp_path / "search.log"
     study = results / "killdriver"
-    # Results reach the study folder every 0.5 s (TUNE_GLOBAL_CHECKPOINT_S; 2 s by default), so
-    # the kill lands a few epochs into the 2nd trial, well before its 8th.
-    proc = start(search_cmd(space, results, "--mlflow"), log, TUNE_GLOBAL_CHECKPOINT_S="0.5")
+    # FAST_RESULTS: the kill lands a few epochs into the 2nd trial, well before its 8th.
+    proc = start(search_cmd(space, results, "--mlflow"), log, **FAST_RESULTS)
     try:
 
         def one_finished_one_running():
@@ -893,13 +895,9 @@ def test_cluster_join_runs_trials_on_both_nodes_and_survives_a_node_death(tmp_pa
         )
         assert [q.name() for q in marked(worker)].count("raylet") == 1
 
-        # Results reach the study folder every 0.5 s (TUNE_GLOBAL_CHECKPOINT_S; 2 s by default),
-        # so the node dies a few epochs into the trial it hosts, well before its 12th.
+        # FAST_RESULTS: the node dies a few epochs into the trial it hosts, well before its 12th.
         proc = start(
-            search_cmd(space, results, "--address", address),
-            log,
-            RAY_AUTH_MODE="disabled",
-            TUNE_GLOBAL_CHECKPOINT_S="0.5",
+            search_cmd(space, results, "--address", address), log, RAY_AUTH_MODE="disabled", **FAST_RESULTS
         )
 
         def trial_on_worker():
